@@ -1,0 +1,5 @@
+"""``python -m onepiece`` runs the CLI."""
+
+from onepiece.cli import app
+
+app()

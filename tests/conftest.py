@@ -1,0 +1,20 @@
+"""Fixtures shared across the test tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic world (contract tables) generated once per test session.
+
+    Read-only for tests: copy it (shutil.copytree) before changing anything.
+    """
+    from onepiece.world import WorldConfig, generate_world
+
+    root = tmp_path_factory.mktemp("tiny_world") / "data"
+    generate_world(WorldConfig.tiny(seed=0), root)
+    return root

@@ -1,0 +1,161 @@
+"""The world writes valid, deterministic tables with a sane funnel, atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow.compute as pc
+import pytest
+
+from onepiece.contract import INPUT_TABLES
+from onepiece.storage import list_days, read_table
+from onepiece.world import WorldConfig, generate_world
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _tables(root: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    for name in INPUT_TABLES:
+        con.register(name, read_table(str(root), name))
+    return con
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path, tiny_generated):
+    again = tmp_path / "again"
+    generate_world(WorldConfig.tiny(0), again)
+    first = _files(tiny_generated.root)
+    assert _files(again) == first
+    other = tmp_path / "other"
+    generate_world(WorldConfig.tiny(1), other)
+    second = _files(other)
+    assert second.keys() == first.keys()
+    changed = [name for name in first if first[name] != second[name]]
+    assert "events/dt=2026-11-01/part-0.parquet" in changed
+    assert "items/part-0.parquet" in changed
+
+
+def test_every_table_passes_the_validator_and_partitions_cover_the_days(small_generated):
+    root, config = str(small_generated.root), small_generated.config
+    for name in INPUT_TABLES:
+        assert read_table(root, name).num_rows > 0, name
+    logged = [config.start_date + dt.timedelta(days=d) for d in range(config.days)]
+    assert list_days(root, "events") == logged
+    assert list_days(root, "candidates") == logged + [config.start_date + dt.timedelta(days=config.days)]
+
+
+def test_summary_and_world_json_match_the_tables(small_generated):
+    con = _tables(small_generated.root)
+    summary = small_generated.summary
+    counts = dict(con.execute("select event_type, count(*) from events group by 1").fetchall())
+    assert counts == summary.events
+    assert con.execute("select count(*) from candidates").fetchone()[0] == summary.candidates
+    requests = con.execute("select count(distinct request_id) from events").fetchone()[0]
+    assert requests == summary.requests
+    document = json.loads((small_generated.root / "world.json").read_text())
+    assert document["summary"]["events"] == summary.events
+    assert document["config"] == small_generated.config.to_json()
+    assert document["truth"]["biases"]["click"] != 0
+
+
+def test_funnel_is_sane(small_generated):
+    con = _tables(small_generated.root)
+    n = dict(con.execute("select event_type, count(*) from events group by 1").fetchall())
+    assert n["impression"] > n["click"] > n["add_to_cart"] > n["order"] > 0
+    assert 0.02 <= n["click"] / n["impression"] <= 0.10
+    assert 0.05 <= n["order"] / n["click"] <= 0.30
+
+    # Each later step of the funnel follows the step before it for the same (request, item).
+    for step, before in (("click", "impression"), ("add_to_cart", "click"), ("order", "add_to_cart")):
+        orphans = con.execute(f"""
+            select count(*) from events a where a.event_type = '{step}' and not exists (
+              select 1 from events b where b.event_type = '{before}' and b.request_id = a.request_id
+                and b.item_id = a.item_id and b.event_timestamp <= a.event_timestamp)""").fetchone()[0]
+        assert orphans == 0, step
+
+    k = small_generated.config.impressions_per_request
+    bad_positions = con.execute(f"""
+        select count(*) from events where (event_type = 'impression') != (position is not null)
+          or position < 1 or position > {k}""").fetchone()[0]
+    assert bad_positions == 0
+    per_request = con.execute("""
+        select count(*) = count(distinct position) and max(position) = count(*) as ok
+        from events where event_type = 'impression' group by request_id""").fetchall()
+    assert all(ok for (ok,) in per_request)
+
+    # Impressions are candidates of their own request, shown at or after the request time.
+    not_candidates = con.execute("""
+        select count(*) from events e left join candidates c using (request_id, item_id)
+        where e.event_type = 'impression' and (c.item_id is null or e.event_timestamp < c.request_timestamp
+          or e.user_id != c.user_id or e.query_id != c.query_id)""").fetchone()[0]
+    assert not_candidates == 0
+
+
+def test_candidates_are_distinct_and_the_live_day_has_no_events(small_generated):
+    config = small_generated.config
+    root = str(small_generated.root)
+    live = config.start_date + dt.timedelta(days=config.days)
+    cand = read_table(root, "candidates", days=[live])
+    per_request = cand.group_by("request_id").aggregate([("item_id", "count_distinct"), ("item_id", "count")])
+    assert pc.all(pc.equal(per_request["item_id_count"], config.candidates_per_request)).as_py()
+    assert pc.all(pc.equal(per_request["item_id_count_distinct"], config.candidates_per_request)).as_py()
+    assert set(pc.unique(cand["recall_source"]).to_pylist()) == {"intent", "noise"}
+    assert live not in list_days(root, "events")
+    assert per_request.num_rows == small_generated.summary.live_requests
+
+
+def test_some_ids_in_candidates_have_no_feature_rows(small_generated):
+    con = _tables(small_generated.root)
+    unknown_items = con.execute("""select count(distinct item_id) from candidates
+        where item_id not in (select item_id from items)""").fetchone()[0]
+    unknown_users = con.execute("""select count(distinct user_id) from candidates
+        where user_id not in (select user_id from users)""").fetchone()[0]
+    assert unknown_items == small_generated.summary.unknown_items > 0
+    assert unknown_users == small_generated.summary.unknown_users > 0
+
+
+def test_snapshots_are_daily_and_stamped_at_midnight(small_generated):
+    config = small_generated.config
+    con = _tables(small_generated.root)
+    stamps = [row[0] for row in con.execute(
+        "select distinct event_timestamp from items order by 1").fetchall()]
+    midnight = lambda d: dt.datetime.combine(d, dt.time(), tzinfo=dt.UTC)  # noqa: E731
+    expected = [midnight(config.start_date - dt.timedelta(days=1))] + [
+        midnight(config.start_date + dt.timedelta(days=d)) for d in range(1, config.days + 1)]
+    assert [s.astimezone(dt.UTC) for s in stamps] == expected
+    per_stamp = con.execute("select count(*), count(distinct item_id) from items group by event_timestamp").fetchall()
+    known = sum(small_generated.truth("items")["known"].to_pylist())
+    assert known < config.n_items
+    assert all(rows == distinct == known for rows, distinct in per_stamp)
+    q_stamps = con.execute("select count(distinct event_timestamp) from queries").fetchone()[0]
+    assert q_stamps == len(expected)
+    # Users: one profile row each before day 1; the few later rows are profile changes.
+    first = con.execute("select count(*), count(distinct user_id) from users where event_timestamp < ?",
+                    [midnight(config.start_date)]).fetchone()
+    known_users = sum(small_generated.truth("users")["known"].to_pylist())
+    assert first[0] == first[1] == known_users < config.n_users
+    later = con.execute("select count(*) from users where event_timestamp >= ?",
+                    [midnight(config.start_date)]).fetchone()[0]
+    assert 0 < later < first[0]
+
+
+def test_a_failed_run_leaves_the_previous_world_untouched(tmp_path):
+    out = tmp_path / "data"
+    config = dataclasses.replace(WorldConfig.tiny(5), days=2)
+    generate_world(config, out)
+    before = _files(out)
+
+    def explode(step: str, done: int, total: int) -> None:
+        if done == 2:
+            raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        generate_world(WorldConfig.tiny(6), out, progress=explode)
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging leftovers
