@@ -1,0 +1,37 @@
+"""The two infrastructure profiles of the feature repository."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from onepiece.features.repo import PROJECT_REPO, FeatureRepoConfig, repo_config
+
+SCALE = "profiles/scale.feature_store.yaml"
+SCALE_ENV = {"REGISTRY_DB_URL": "postgresql://feast@registry/feast", "REDIS_HOST": "redis"}
+
+
+def test_local_profile_follows_the_data_root(tmp_path):
+    config = repo_config(FeatureRepoConfig(data_root=str(tmp_path / "d")))
+    assert config.offline_store.type == "duckdb"
+    assert config.online_store.type == "sqlite"
+    assert config.registry.path == str(tmp_path / "d" / "feast" / "registry.db")
+    assert config.online_store.path == str(tmp_path / "d" / "feast" / "online_store.db")
+
+
+def test_scale_profile_declares_spark_redis_and_a_sql_registry():
+    local = yaml.safe_load((PROJECT_REPO / "feature_store.yaml").read_text())
+    scale = yaml.safe_load((PROJECT_REPO / SCALE).read_text())
+    assert scale["project"] == local["project"]
+    assert scale["offline_store"]["type"] == "spark"
+    assert scale["online_store"]["type"] == "redis"
+    assert scale["registry"]["registry_type"] == "sql"
+
+
+def test_scale_profile_is_a_valid_feast_config():
+    # Spark and Redis clients are not part of this environment (documented profile).
+    pytest.importorskip("pyspark")
+    pytest.importorskip("redis")
+    repo = FeatureRepoConfig(yaml_name=SCALE, data_root="s3://bucket/onepiece", env=SCALE_ENV)
+    config = repo_config(repo)
+    assert config.offline_store.type == "spark"
