@@ -1,0 +1,114 @@
+"""One dataclass decides everything about a model: dimensions, segments, mask, reasoning.
+
+A variant (``onepiece.model.variants``) is nothing but a named ``ModelConfig``; two rows
+of the ablation table differ in one field. The config is saved as ``config.json`` beside
+every checkpoint and loading rebuilds the model from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from onepiece.contract.schemas import TASKS
+
+#: Default progressive schedule (1-based reasoning step per task): weakest signal first.
+#: add_to_cart is an extra head at the last step (ours; the paper evaluates it only).
+PROGRESSIVE_STEPS: dict[str, int] = {"impression": 1, "click": 2, "add_to_cart": 3, "order": 3}
+
+
+@dataclass
+class ModelConfig:
+    """Everything that decides a model's structure and its tensorisation."""
+
+    name: str = "onepiece"
+    #: The Feast feature service whose features this model was trained on.
+    feature_service: str = "onepiece_ranker_v1"
+
+    # --- what kind of model ------------------------------------------------------
+    #: "transformer": onePiece / HSTU / ReaRec; "dlrm": pointwise MLP with target attention.
+    backbone: Literal["transformer", "dlrm"] = "transformer"
+    #: "ranking": candidates are tokens of the sequence; "retrieval": the block is the SD
+    #: tokens and candidates are scored by <r_k, z_v> with item-adapter vectors.
+    mode: Literal["ranking", "retrieval"] = "ranking"
+    #: "block": onePiece block-wise reasoning (M = C in ranking, M = #SD in retrieval).
+    #: "last_token": ReaRec-style, the last context hidden state fed back as ONE token
+    #: per step; candidates are then scored against that per-step user state by an MLP.
+    reasoning: Literal["block", "last_token"] = "block"
+    num_steps: int = 3  # K; 0 means no reasoning (B_0 only)
+
+    # --- context engineering -------------------------------------------------------
+    use_side_info: bool = True  # item/user/query side features; False = ids only
+    use_pa: bool = True
+    use_sd: bool = True
+    ih_max_len: int = 100  # (ours) most recent N IH events
+    pa_per_group: int = 30  # (ours) items per anchor group; PA length = 3 x this
+    group_size: int = 12  # C candidates per sequence; 0 = all of a request's candidates
+    query_max_pieces: int = 8  # hashed query word pieces kept per query
+
+    # --- attention mask ------------------------------------------------------------
+    causal: bool = False  # causal over the context (baselines / ablation)
+    candidates_visible: bool = True  # candidates (and their reasoning tokens) see each other
+
+    # --- supervision -------------------------------------------------------------------
+    supervision: Literal["progressive", "last_step"] = "progressive"
+    progressive_steps: dict[str, int] = field(default_factory=lambda: dict(PROGRESSIVE_STEPS))
+    contrastive_temperature: float = 0.1  # (ours) set-wise contrastive loss
+
+    # --- sizes (small defaults for CPU) -----------------------------------------------
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    ffn_mult: int = 4
+    dropout: float = 0.0
+    id_dim: int = 32  # embedding width of entity ids
+    side_dim: int = 16  # embedding width of categorical side features
+    item_vocab: int = 50_000  # hash buckets (+1 OOV bucket) per categorical feature
+    shop_vocab: int = 5_000
+    category_vocab: int = 1_000
+    user_vocab: int = 50_000
+    user_side_vocab: int = 512  # age bucket, gender, region
+    query_vocab: int = 20_000
+    piece_vocab: int = 8_192
+
+    def __post_init__(self) -> None:
+        unknown = set(self.progressive_steps) - set(TASKS)
+        if unknown:
+            raise ValueError(f"ModelConfig.progressive_steps: unknown tasks {sorted(unknown)}")
+        if set(TASKS) - set(self.progressive_steps):
+            raise ValueError(f"ModelConfig.progressive_steps must name every task of {TASKS}")
+        if self.num_steps < 0:
+            raise ValueError(f"ModelConfig.num_steps must be >= 0, got {self.num_steps}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.group_size < 0 or self.ih_max_len < 1 or self.pa_per_group < 1:
+            raise ValueError("group_size >= 0, ih_max_len >= 1 and pa_per_group >= 1 are required")
+        if self.mode == "retrieval" and not self.use_sd and self.reasoning == "block":
+            raise ValueError("retrieval mode reasons over the SD block: use_sd must be true")
+        if self.backbone == "dlrm" and self.num_steps:
+            raise ValueError("the DLRM backbone has no reasoning: num_steps must be 0")
+
+    @property
+    def num_outputs(self) -> int:
+        """Steps with an output: B_0 and the K reasoning blocks."""
+        return self.num_steps + 1
+
+    def task_steps(self) -> dict[str, int]:
+        """Which output step (0..K) supervises each task; score() reads the same steps."""
+        if self.supervision == "last_step":
+            return {task: self.num_steps for task in TASKS}
+        return {task: min(self.progressive_steps[task], self.num_steps) for task in TASKS}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        data: dict[str, Any] = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = set(data) - known
+        if extra:
+            raise ValueError(f"config.json has unknown fields {sorted(extra)}")
+        return cls(**data)

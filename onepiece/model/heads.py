@@ -1,0 +1,80 @@
+"""Output heads: per-task ranking logits per step, and retrieval user vectors.
+
+All heads return logits per task shaped (B, C, S): candidate slot x output step
+(S = K + 1, step 0 is B_0). Every task head runs at every step; which step supervises
+(and is read by ``score()``) is ``ModelConfig.task_steps()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from onepiece.contract.schemas import TASKS
+from onepiece.model.config import ModelConfig
+
+
+class MultiTaskMLP(nn.Module):
+    """One two-layer MLP per task, computed together (one GEMM for all first layers)."""
+
+    def __init__(self, d_in: int, d_hidden: int, tasks: tuple[str, ...] = TASKS) -> None:
+        super().__init__()
+        self.tasks = tasks
+        self.d_hidden = d_hidden
+        self.hidden = nn.Linear(d_in, len(tasks) * d_hidden)
+        self.act = nn.GELU()
+        self.out_weight = nn.Parameter(torch.empty(len(tasks), d_hidden))
+        self.out_bias = nn.Parameter(torch.zeros(len(tasks)))
+        nn.init.uniform_(self.out_weight, -(d_hidden**-0.5), d_hidden**-0.5)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        # x (..., d_in) -> task -> (...)
+        h = self.act(self.hidden(x))  # (..., T * d_hidden)
+        h = h.view(*h.shape[:-1], len(self.tasks), self.d_hidden)  # (..., T, d_hidden)
+        logits = (h * self.out_weight).sum(-1) + self.out_bias  # (..., T)
+        return {task: logits[..., i] for i, task in enumerate(self.tasks)}
+
+
+class BlockRankingHead(nn.Module):
+    """onePiece ranking: candidate i's hidden state h_{i,k} -> per-task logit s_{i,k}."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+        self.tasks = MultiTaskMLP(config.d_model, config.d_model)
+
+    def forward(self, blocks: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.tasks(self.norm(blocks))  # (B, C, S, d) -> task -> (B, C, S)
+
+
+class UserStateHead(nn.Module):
+    """ReaRec-style: per-step user state u_k against candidate vectors z_i by an MLP."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+        self.tasks = MultiTaskMLP(3 * config.d_model, config.d_model)
+
+    def forward(self, user: torch.Tensor, cands: torch.Tensor) -> dict[str, torch.Tensor]:
+        # user (B, S, d), cands (B, C, d)
+        u = self.norm(user)[:, None]  # (B, 1, S, d)
+        z = cands[:, :, None].expand(-1, -1, u.shape[2], -1)  # (B, C, S, d)
+        pair = torch.cat([u.expand_as(z), z, u * z], dim=-1)  # (B, C, S, 3d)
+        return self.tasks(pair)  # task -> (B, C, S)
+
+
+class RetrievalHead(nn.Module):
+    """r_k = mean(LN(B_k)); logit = <r_k, z_v> for every task (tasks differ by step)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def user_vectors(self, blocks: torch.Tensor) -> torch.Tensor:
+        # blocks (B, M, S, d) -> r (B, S, d)
+        return self.norm(blocks).mean(dim=1)
+
+    def forward(self, user: torch.Tensor, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        # user r (B, S, d), items z (B, C, d) -> (B, C, S)
+        logits = torch.einsum("bsd,bcd->bcs", user, items)
+        return {task: logits for task in TASKS}

@@ -1,0 +1,82 @@
+"""Attention masks, built in one place from per-position roles.
+
+Every position of a sequence has a role: which segment it belongs to, which reasoning
+block (0 = the context), which candidate slot it stands for (-1 if none), whether it is
+padding, and its index in the sequence. The mask between any query rows and key columns
+is a pure function of their roles and two switches, so the full (uncached) sequence and
+a cached reasoning step use exactly the same rules.
+
+Rules (a query may attend to a key when all hold):
+
+* the key is not padding;
+* the key is not in a later reasoning block, so the context never sees reasoning and
+  block k never sees block k+1;
+* candidate-derived keys (candidate tokens and their reasoning tokens, ``slot >= 0``):
+  with ``candidates_visible`` everything may see them (bidirectional context including
+  CIS); otherwise only positions of the SAME candidate slot see them, so one
+  candidate's score does not depend on the others;
+* ``causal``: the key does not come after the query in the sequence.
+
+The structural fields (segment, block, slot, index) are the same for every sequence of
+a batch, so they are kept with batch dimension 1 and only ``valid`` is per sequence: the
+structure is computed once per (Nq, Nk) and padding is added as a [B, 1, 1, Nk] term.
+The mask is additive (0 or a large negative, not -inf) so that a padding query row,
+which sees nothing, still gives finite outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SEG_IH, SEG_PA, SEG_SD, SEG_CAND, SEG_REASON = range(5)
+N_SEGMENTS = 5
+MASKED = -1e9  # additive; finite so fully masked (padding) rows stay finite
+
+
+@dataclass
+class Roles:
+    """Per-position roles: structural fields (1, N) or (B, N); ``valid`` (B, N)."""
+
+    segment: torch.Tensor  # int64 segment code
+    block: torch.Tensor  # int64, 0 = context, k = reasoning step k
+    slot: torch.Tensor  # int64 candidate slot, -1 if not candidate-derived
+    valid: torch.Tensor  # bool, False for padding
+    index: torch.Tensor  # int64 position in the sequence
+
+    def cat(self, other: Roles) -> Roles:
+        return Roles(
+            *(torch.cat([a, b], dim=1) for a, b in zip(self.astuple(), other.astuple()))
+        )
+
+    def astuple(self) -> tuple[torch.Tensor, ...]:
+        return (self.segment, self.block, self.slot, self.valid, self.index)
+
+    @property
+    def length(self) -> int:
+        return int(self.segment.shape[1])
+
+
+def allowed(q: Roles, k: Roles, *, causal: bool, candidates_visible: bool) -> torch.Tensor:
+    """Boolean structure (1 or B, Nq, Nk) before padding: True = may attend."""
+    qi = lambda t: t[:, :, None]  # noqa: E731  (., Nq, 1)
+    ki = lambda t: t[:, None, :]  # noqa: E731  (., 1, Nk)
+    ok = ki(k.block) <= qi(q.block)
+    if not candidates_visible:
+        ok = ok & ((ki(k.slot) < 0) | (ki(k.slot) == qi(q.slot)))
+    if causal:
+        ok = ok & (ki(k.index) <= qi(q.index))
+    return ok
+
+
+def attention_mask(
+    q: Roles, k: Roles, *, causal: bool, candidates_visible: bool, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Additive mask (B, 1, Nq, Nk) for scaled_dot_product_attention (0 = attend)."""
+    structure = allowed(q, k, causal=causal, candidates_visible=candidates_visible)
+    blocked = torch.zeros(structure.shape, dtype=dtype, device=structure.device)
+    blocked.masked_fill_(~structure, MASKED)  # (1|B, Nq, Nk)
+    padding = torch.zeros(k.valid.shape, dtype=dtype, device=structure.device)
+    padding.masked_fill_(~k.valid, MASKED)  # (B, Nk)
+    return (blocked[:, None] + padding[:, None, None, :]).to(dtype)  # (B, 1, Nq, Nk)

@@ -1,0 +1,137 @@
+"""Context engineering: the input sequence [IH | PA | SD | CIS] and its roles.
+
+Each segment is padded to its own width and the padding is masked (``masks.Roles``), so
+IH, PA and candidate sets of different lengths share one batch. Position signals:
+
+* IH: learned position by recency (0 = most recent event) plus the event-type embedding;
+* PA: position inside its own BOS..EOS group, plus group and token-kind embeddings
+  (BOS/EOS marker tokens carry no item; they are the kind embedding alone);
+* SD: its own positions (0 = user token, 1 = query token);
+* CIS: NO position (a position would leak the upstream order, and so the label).
+
+A learned segment-type embedding is added to every token. Candidates are tokens of the
+sequence only in ranking mode with block reasoning; otherwise the heads score them
+against the user state from their adapter vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from onepiece.contract.schemas import EVENT_TYPES
+from onepiece.model.config import ModelConfig
+from onepiece.model.inputs import N_PA_GROUPS, ModelInputs
+from onepiece.model.masks import N_SEGMENTS, SEG_CAND, SEG_IH, SEG_PA, SEG_SD, Roles
+from onepiece.model.tokens import ItemEmbeddings, QueryAdapter, UserAdapter, adapter_mlp
+
+N_SD = 2  # user token, query token
+
+
+@dataclass
+class Context:
+    tokens: torch.Tensor  # (B, N, d)
+    roles: Roles  # each (B, N)
+    cand_valid: torch.Tensor  # (B, C) bool
+
+
+def _length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    # lengths (B, 1) -> (B, width) bool
+    return torch.arange(width, device=lengths.device)[None, :] < lengths
+
+
+class ContextEncoder(nn.Module):
+    """Model inputs -> token sequence, roles, and candidate/item vectors for the heads."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.config = config
+        self.item_embeddings = ItemEmbeddings(config)  # tables shared by IH, PA, CIS
+        self.item_adapter = adapter_mlp(self.item_embeddings.width, d)  # IH and PA
+        self.cand_adapter = adapter_mlp(self.item_embeddings.width, d)
+        self.user_adapter = UserAdapter(config)
+        self.query_adapter = QueryAdapter(config)
+        self.segment = nn.Embedding(N_SEGMENTS, d)
+        self.ih_position = nn.Embedding(config.ih_max_len, d)
+        self.ih_event = nn.Embedding(len(EVENT_TYPES) + 1, d)  # +1: unknown type
+        self.pa_position = nn.Embedding(config.pa_per_group + 2, d)
+        self.pa_group = nn.Embedding(N_PA_GROUPS, d)
+        self.pa_kind = nn.Embedding(3, d)
+        self.sd_position = nn.Embedding(N_SD, d)
+
+    def items(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        """Shared item adapter (IH, PA; retrieval item vectors): (..., 3) -> (..., d)."""
+        return self.item_adapter(self.item_embeddings(cat, num))
+
+    def candidates(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        """Candidate adapter: (B, C, 3) -> (B, C, d)."""
+        return self.cand_adapter(self.item_embeddings(cat, num))
+
+    def history(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """IH tokens (B, Lih, d) and their validity (B, Lih)."""
+        width = x.ih_item_cat.shape[1]
+        valid = _length_mask(x.ih_len, width)
+        recency = (x.ih_len - 1 - torch.arange(width, device=valid.device)[None, :]).clamp(
+            0, self.config.ih_max_len - 1
+        )
+        tokens = (
+            self.items(x.ih_item_cat, x.ih_item_num)
+            + self.ih_event(x.ih_event_type.clamp(-1, len(EVENT_TYPES) - 1) + 1)
+            + self.ih_position(recency)
+        )
+        return tokens, valid
+
+    def anchors(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """PA tokens (B, Lpa, d) and their validity (B, Lpa)."""
+        valid = _length_mask(x.pa_len, x.pa_item_cat.shape[1])
+        is_item = (x.pa_kind == 0).unsqueeze(-1)  # (B, Lpa, 1)
+        item = self.items(x.pa_item_cat, x.pa_item_num) * is_item
+        tokens = (
+            item
+            + self.pa_kind(x.pa_kind.clamp(0, 2))
+            + self.pa_group(x.pa_group.clamp(0, N_PA_GROUPS - 1))
+            + self.pa_position(x.pa_pos.clamp(0, self.config.pa_per_group + 1))
+        )
+        return tokens, valid
+
+    def situation(self, x: ModelInputs) -> torch.Tensor:
+        """SD tokens (B, 2, d): user, query."""
+        user = self.user_adapter(x.user_cat)
+        query = self.query_adapter(x.query_cat, x.query_pieces, x.query_num)
+        return torch.stack([user, query], dim=1) + self.sd_position.weight[None]
+
+    def forward(self, x: ModelInputs, with_candidates: bool) -> Context:
+        config = self.config
+        segments: list[tuple[int, torch.Tensor, torch.Tensor, bool]] = []  # seg, tok, valid, cand
+        segments.append((SEG_IH, *self.history(x), False))
+        if config.use_pa:
+            segments.append((SEG_PA, *self.anchors(x), False))
+        if config.use_sd:
+            sd = self.situation(x)
+            segments.append((SEG_SD, sd, torch.ones(sd.shape[:2], dtype=torch.bool, device=sd.device), False))
+        cand_valid = _length_mask(x.cand_len, x.cand_item_cat.shape[1])
+        if with_candidates:
+            cands = self.candidates(x.cand_item_cat, x.cand_item_num)
+            segments.append((SEG_CAND, cands, cand_valid, True))
+        tokens, seg_codes, valid, slot = [], [], [], []
+        for code, tok, ok, is_cand in segments:
+            n = ok.shape[1]
+            tokens.append(tok + self.segment.weight[code])
+            seg_codes.append(torch.full((1, n), code, dtype=torch.long, device=ok.device))
+            valid.append(ok)
+            slot_ids = torch.arange(n, device=ok.device)[None]  # (1, n)
+            slot.append(slot_ids if is_cand else torch.full_like(slot_ids, -1))
+        seq = torch.cat(tokens, dim=1)  # (B, N, d)
+        n = seq.shape[1]
+        # structural roles are shared by the batch: (1, N); validity is (B, N)
+        roles = Roles(
+            segment=torch.cat(seg_codes, dim=1),
+            block=torch.zeros((1, n), dtype=torch.long, device=seq.device),
+            slot=torch.cat(slot, dim=1),
+            valid=torch.cat(valid, dim=1),
+            index=torch.arange(n, device=seq.device)[None],
+        )
+        return Context(seq, roles, cand_valid)

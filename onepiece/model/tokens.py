@@ -1,0 +1,99 @@
+"""Token embedding: hashed embedding tables, fixed-transform numerics, MLP adapters.
+
+* Categorical ids are hashed into ``vocab - 1`` buckets; bucket 0 is the
+  out-of-vocabulary bucket for negative ids (the contract's unknown id -1), so no id can
+  crash a lookup.
+* Item tokens: item id, shop id, category id embeddings plus the numeric statistics,
+  concatenated and projected to d by an MLP adapter. IH and PA share one item adapter,
+  candidates have their own adapter; the embedding TABLES are shared by both so that a
+  candidate and the same item in the history start from the same id embedding (ours).
+* Users: id + profile embeddings; queries: id + mean-pooled hashed word pieces +
+  popularity. With ``use_side_info = False`` every adapter sees its entity id only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from onepiece.model.config import ModelConfig
+from onepiece.model.inputs import N_ITEM_NUM, N_QUERY_NUM, N_USER_CAT
+
+
+def bucket(ids: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Hash raw int64 ids into [1, vocab); negative (unknown) ids go to bucket 0."""
+    return torch.where(ids < 0, torch.zeros_like(ids), ids % (vocab - 1) + 1)
+
+
+class HashedEmbedding(nn.Embedding):
+    """An embedding table indexed by raw ids (hashed, with an OOV bucket)."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(bucket(ids, self.num_embeddings))
+
+
+def adapter_mlp(d_in: int, d: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d), nn.GELU(), nn.Linear(d, d))
+
+
+class ItemEmbeddings(nn.Module):
+    """Raw item features -> the concatenated embedding an item adapter projects."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.side = config.use_side_info
+        self.item = HashedEmbedding(config.item_vocab, config.id_dim)
+        if self.side:
+            self.shop = HashedEmbedding(config.shop_vocab, config.side_dim)
+            self.category = HashedEmbedding(config.category_vocab, config.side_dim)
+        self.width = config.id_dim + (2 * config.side_dim + N_ITEM_NUM if self.side else 0)
+
+    def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        # cat (..., 3) int64 [item, shop, category]; num (..., N_ITEM_NUM) -> (..., width)
+        parts = [self.item(cat[..., 0])]
+        if self.side:
+            parts += [self.shop(cat[..., 1]), self.category(cat[..., 2]), num.to(parts[0].dtype)]
+        return torch.cat(parts, dim=-1)
+
+
+class UserAdapter(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.side = config.use_side_info
+        self.user = HashedEmbedding(config.user_vocab, config.id_dim)
+        n_side = N_USER_CAT - 1
+        if self.side:
+            self.profile = nn.ModuleList(
+                HashedEmbedding(config.user_side_vocab, config.side_dim) for _ in range(n_side)
+            )
+        width = config.id_dim + (n_side * config.side_dim if self.side else 0)
+        self.mlp = adapter_mlp(width, config.d_model)
+
+    def forward(self, user_cat: torch.Tensor) -> torch.Tensor:
+        # user_cat (B, N_USER_CAT) -> (B, d)
+        parts = [self.user(user_cat[:, 0])]
+        if self.side:
+            parts += [emb(user_cat[:, i + 1]) for i, emb in enumerate(self.profile)]
+        return self.mlp(torch.cat(parts, dim=-1))
+
+
+class QueryAdapter(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.side = config.use_side_info
+        self.query = HashedEmbedding(config.query_vocab, config.id_dim)
+        if self.side:
+            self.pieces = HashedEmbedding(config.piece_vocab, config.id_dim)
+        width = config.id_dim + (config.id_dim + N_QUERY_NUM if self.side else 0)
+        self.mlp = adapter_mlp(width, config.d_model)
+
+    def forward(
+        self, query_cat: torch.Tensor, pieces: torch.Tensor, num: torch.Tensor
+    ) -> torch.Tensor:
+        # query_cat (B, 1), pieces (B, P) with -1 padding, num (B, N_QUERY_NUM) -> (B, d)
+        parts = [self.query(query_cat[:, 0])]
+        if self.side:
+            present = (pieces >= 0).unsqueeze(-1)  # (B, P, 1)
+            summed = (self.pieces(pieces) * present).sum(dim=1)  # (B, id_dim)
+            parts += [summed / present.sum(dim=1).clamp(min=1), num.to(parts[0].dtype)]
+        return self.mlp(torch.cat(parts, dim=-1))

@@ -1,0 +1,49 @@
+"""Named variants: each is a ModelConfig that differs from a neighbour in one thing.
+
+onePiece ablations change one field of ``onepiece``; the baselines share the tokenizer
+and data path (``+PA`` rows differ from their base row in ``use_pa`` only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Final
+
+from onepiece.model.config import ModelConfig
+
+_ONEPIECE = ModelConfig(name="onepiece")
+
+_CHANGES: Final[dict[str, dict[str, Any]]] = {
+    # the product model: ranking, bidirectional, visible candidates, K=3 progressive
+    "onepiece": {},
+    # context ablation
+    "onepiece_ids_only": {"use_side_info": False},
+    "onepiece_no_pa": {"use_pa": False},
+    "onepiece_pa10": {"pa_per_group": 3},  # PA length 10 in all (3 x 3 + markers)
+    "onepiece_pa30": {"pa_per_group": 10},
+    "onepiece_no_sd": {"use_sd": False},
+    # ranking ablation
+    "onepiece_causal": {"causal": True},
+    "onepiece_invisible": {"candidates_visible": False},
+    "onepiece_k0": {"num_steps": 0},
+    "onepiece_k1": {"num_steps": 1},
+    "onepiece_k2": {"num_steps": 2},
+    "onepiece_last_step": {"supervision": "last_step"},
+    # retrieval mode (K = 2: impression, then click)
+    "onepiece_retrieval": {"mode": "retrieval", "num_steps": 2},
+    # baselines
+    "dlrm": {"backbone": "dlrm", "num_steps": 0, "use_pa": False},
+    "dlrm_pa": {"backbone": "dlrm", "num_steps": 0},  # target attention over PA as well
+    "hstu": {"causal": True, "candidates_visible": False, "num_steps": 0, "use_pa": False},
+    "hstu_pa": {"causal": True, "candidates_visible": False, "num_steps": 0},
+    "rearec": {"causal": True, "reasoning": "last_token", "use_pa": False},
+    "rearec_pa": {"causal": True, "reasoning": "last_token"},
+}
+VARIANTS: Final[tuple[str, ...]] = tuple(_CHANGES)
+
+
+def variant_config(name: str, **overrides: Any) -> ModelConfig:
+    """The named variant's config; ``overrides`` change further fields (e.g. sizes)."""
+    if name not in _CHANGES:
+        raise ValueError(f"unknown model variant '{name}', expected one of {list(VARIANTS)}")
+    return replace(_ONEPIECE, name=name, **(_CHANGES[name] | overrides))
