@@ -101,6 +101,31 @@ def read_table(
     return result.select(columns) if columns else result
 
 
+def table_files(root: str, table: str, days: list[dt.date] | None = None) -> list[str]:
+    """The Parquet files of a contract table (for readers other than :func:`read_table`).
+
+    Same selection and missing-partition errors as :func:`read_table`; local paths are
+    absolute, and a URI root keeps its scheme.
+    """
+    spec = TABLES[table]
+    fs, base = _fs(root)
+    scheme = root.split("://", 1)[0] + "://" if "://" in root else ""
+    directory = f"{base}/{table}"
+    if not spec.partitioned_by_day:
+        files = _parquet_files(fs, directory)
+        if not files:
+            raise ContractError(table, directory, "table is missing (no Parquet files)")
+        return [scheme + f for f in files]
+    files = []
+    for day in days if days is not None else list_days(root, table):
+        part_dir = f"{directory}/{day_partition(day)}"
+        found = _parquet_files(fs, part_dir)
+        if not found:
+            raise ContractError(table, part_dir, "partition is missing (no Parquet files)")
+        files += found
+    return [scheme + f for f in files]
+
+
 def _read_file(fs: pafs.FileSystem, path: str, table: str, day: dt.date | None) -> pa.Table:
     try:
         with fs.open_input_file(path) as handle:

@@ -1,0 +1,79 @@
+"""IH: the user's last N click / add_to_cart / order events strictly before as_of."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from onepiece.assembly.config import AssemblyConfig
+from onepiece.assembly.sql import connect, query
+from onepiece.contract import EVENT_TYPE_CODE, IH_EVENT_TYPES, TIMESTAMP
+
+IH_SCHEMA = pa.schema(
+    [
+        pa.field("ih_item_id", pa.list_(pa.int64())),
+        pa.field("ih_event_type", pa.list_(pa.int8())),
+        pa.field("ih_ts", pa.list_(TIMESTAMP)),
+    ]
+)
+
+
+def ih_events(events: pa.Table) -> pa.Table:
+    """The events that can enter an IH (user_id, item_id, code, ts), with type codes."""
+    keep = events.filter(pc.is_in(events["event_type"], pa.array(IH_EVENT_TYPES)))
+    codes = pc.index_in(keep["event_type"], pa.array(list(EVENT_TYPE_CODE)))
+    return pa.table(
+        {
+            "user_id": keep["user_id"],
+            "item_id": keep["item_id"],
+            "code": pc.cast(codes, pa.int8()),
+            "ts": keep["event_timestamp"],
+        }
+    )
+
+
+def interaction_history(
+    requests: pa.Table, events: pa.Table, config: AssemblyConfig, threads: int = 1
+) -> pa.Table:
+    """IH_SCHEMA columns aligned with the rows of ``requests`` (user_id, as_of).
+
+    For each request: the user's last ``ih_length`` IH events with
+    ``as_of - ih_window <= ts < as_of``, oldest first. Ties on time are broken by event
+    type code, then item_id, so the lists are the same on every run and worker.
+    ``events`` is the contract's events table (any event types; only IH ones are used).
+    """
+    keys = pa.table(
+        {
+            "_row": np.arange(requests.num_rows, dtype=np.int64),
+            "user_id": requests["user_id"],
+            "as_of": requests["as_of"],
+            "since": pc.subtract(requests["as_of"], pa.scalar(config.ih_window)),
+        }
+    )
+    con = connect(threads, keys=keys, ev=ih_events(events))
+    table = query(
+        con,
+        f"""
+        WITH hits AS (
+            SELECT k._row, e.item_id, e.code, e.ts
+            FROM keys k JOIN ev e
+              ON e.user_id = k.user_id AND e.ts < k.as_of AND e.ts >= k.since
+            QUALIFY row_number() OVER (
+                PARTITION BY k._row ORDER BY e.ts DESC, e.code DESC, e.item_id DESC
+            ) <= {int(config.ih_length)}
+        ), lists AS (
+            SELECT _row,
+                   list(item_id ORDER BY ts, code, item_id) AS ih_item_id,
+                   list(code ORDER BY ts, code, item_id) AS ih_event_type,
+                   list(ts ORDER BY ts, code, item_id) AS ih_ts
+            FROM hits GROUP BY _row
+        )
+        SELECT coalesce(l.ih_item_id, []::BIGINT[]) AS ih_item_id,
+               coalesce(l.ih_event_type, []::TINYINT[]) AS ih_event_type,
+               coalesce(l.ih_ts, []::TIMESTAMPTZ[]) AS ih_ts
+        FROM keys k LEFT JOIN lists l USING (_row)
+        ORDER BY k._row
+        """,
+    )
+    return table.cast(IH_SCHEMA)

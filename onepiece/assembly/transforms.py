@@ -1,0 +1,387 @@
+"""Beam composite transforms for the assembly jobs. They only wire the pure functions.
+
+Elements are Arrow tables (one Parquet row group, or one shard's rows), never single
+events: every step is a vectorised call on a whole batch. The data flow:
+
+    ReadContractTable   Parquet files -> conformed batches (bad batches -> rejections)
+    ShardBy             batch -> (shard, rows of that shard), by a stable id hash
+    AssembleUserShards  per user shard: CIS, IH (and labels)  + request keys by query
+    AssembleAnchors     per query shard: PA for those requests, routed back by user
+    JoinSegments        per user shard: IH/CIS joined with PA  -> id-only contexts
+    FetchSideFeatures   all shards' (id, as_of) keys -> ONE side-feature call per run
+    JoinSideFeatures    per user shard: features joined, rows sorted -> final table
+    WriteShards         shard i -> part-0000i-*.parquet (one file per shard)
+
+Rejections (contract violations) go to a side output, so the driver can fail the run
+with the first one, by name, before anything is published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.parquetio import ReadAllFromParquetBatched, WriteToParquetBatched
+from apache_beam.metrics import Metrics
+
+from onepiece.assembly import anchors, contexts, history, labels, requests, side
+from onepiece.assembly.config import AssemblyConfig
+from onepiece.assembly.sharding import concat_or_empty, split_by_shard
+from onepiece.contract import CANDIDATES_SCHEMA, EVENTS_SCHEMA, ContractError, conform
+
+NAMESPACE = "onepiece.assembly"
+REJECTED = "rejected"
+_DAY = re.compile(r"dt=(\d{4}-\d{2}-\d{2})")
+#: Candidates carry their source file, so a duplicate across files can be named.
+SOURCE = "_source"
+SOURCED_CANDIDATES = pa.schema(
+    [f for f in CANDIDATES_SCHEMA if f.name != "recall_source"]
+    + [pa.field(SOURCE, pa.dictionary(pa.int32(), pa.string()))]
+)
+IDS_REQUEST_KEYS = requests.REQUEST_SCHEMA
+
+
+def counter(name: str) -> Any:
+    return Metrics.counter(NAMESPACE, name)
+
+
+def rejection(err: ContractError) -> str:
+    """A contract violation as one JSON line (sortable, so the first is the same each run)."""
+    return json.dumps(
+        {
+            "table": err.table,
+            "source": err.source,
+            "problem": err.problem,
+            "column": err.column,
+            "row": err.row,
+        },
+        sort_keys=True,
+    )
+
+
+def user_events(events: pa.Table, training: bool) -> pa.Table:
+    """Events the user shards need: IH types for a refresh; all types for training labels."""
+    if training:
+        return events
+    return events.filter(pc.is_in(events["event_type"], pa.array(history.IH_EVENT_TYPES)))
+
+
+def anchor_events(events: pa.Table, as_of: dt.datetime | None, window: dt.timedelta) -> pa.Table:
+    """Events the query shards need, as anchor events. A refresh (one T) sums them per
+    batch before the shuffle; training keeps one row per event (each request has its T)."""
+    if as_of is None:
+        return anchors.pa_events(events)
+    return anchors.anchor_counts(events, as_of, window)
+
+
+class ConformBatches(beam.DoFn):
+    """(path, batch) -> the batch cast to the contract; a bad batch becomes a rejection.
+
+    Beam's parquet IO yields one batch per row group, so a rejection's row number counts
+    from the start of its row group (the file has one row group unless it is large).
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def process(self, element: tuple[str, pa.Table]):
+        path, batch = element
+        match = _DAY.search(path)
+        day = dt.date.fromisoformat(match.group(1)) if match else None
+        try:
+            conformed = conform(batch, self.table, path, day)
+        except ContractError as err:
+            counter(f"rejected_{self.table}_batches").inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, rejection(err))
+            return
+        counter(f"{self.table}_rows_read").inc(conformed.num_rows)
+        if self.table == "candidates":
+            # recall_source is not used downstream: leave it out of the shuffle.
+            zeros = pa.array(np.zeros(conformed.num_rows, dtype=np.int32))
+            source = pa.DictionaryArray.from_arrays(zeros, pa.array([path]))
+            conformed = conformed.drop_columns(["recall_source"]).append_column(SOURCE, source)
+        yield conformed
+
+
+class CutEventsFn(beam.DoFn):
+    """A refresh at T sees only events with T - lookback <= ts < T; later ones are counted."""
+
+    def __init__(self, as_of: dt.datetime, lookback: dt.timedelta) -> None:
+        self.as_of, self.lookback = as_of, lookback
+
+    def process(self, events: pa.Table):
+        counter("dropped_event_at_or_after_as_of").inc(contexts.count_at_or_after(events, self.as_of))
+        yield contexts.events_before(events, self.as_of, self.lookback)
+
+
+class SelectWindowFn(beam.DoFn):
+    """The candidate rows of the run's window [start, end), counted."""
+
+    def __init__(self, start: dt.datetime, end: dt.datetime) -> None:
+        self.start, self.end = start, end
+
+    def process(self, cands: pa.Table):
+        selected = requests.select_window(cands, self.start, self.end)
+        counter("candidates_in_window").inc(selected.num_rows)
+        yield selected
+
+
+class ReadContractTable(beam.PTransform):
+    """Read a contract table's Parquet files with Beam's parquet IO, conformed."""
+
+    def __init__(self, table: str, files: list[str]) -> None:
+        super().__init__()
+        self.table, self.files = table, sorted(files)
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(self.files)
+            | "ReadParquet" >> ReadAllFromParquetBatched(with_filename=True)
+            | "Conform" >> beam.ParDo(ConformBatches(self.table)).with_outputs(REJECTED, main="rows")
+        )
+
+
+class ShardBy(beam.PTransform):
+    """batch -> (shard, rows of the batch in that shard), by a stable hash of ``column``."""
+
+    def __init__(self, column: str, shards: int) -> None:
+        super().__init__()
+        self.column, self.shards = column, shards
+
+    def expand(self, batches):
+        column, shards = self.column, self.shards
+        return batches | "Split" >> beam.FlatMap(lambda t: split_by_shard(t, column, shards))
+
+
+class AssembleUserShardsFn(beam.DoFn):
+    """Per user shard: requests with CIS and IH (and labels); request keys routed by query."""
+
+    BY_QUERY = "by_query"
+
+    def __init__(self, config: AssemblyConfig, as_of: dt.datetime | None) -> None:
+        self.config, self.as_of = config, as_of
+
+    def process(self, element):
+        shard, grouped = element
+        cands = concat_or_empty(list(grouped["cands"]), SOURCED_CANDIDATES)
+        events = concat_or_empty(list(grouped["events"]), EVENTS_SCHEMA)
+        if cands.num_rows == 0:
+            return
+        bad = list(self._violations(cands))
+        if bad:
+            for err in bad:
+                yield beam.pvalue.TaggedOutput(REJECTED, rejection(err))
+            return
+        training = self.as_of is None
+        table = contexts.user_segments(cands, events, self.config, self.as_of, training)
+        counter("requests").inc(table.num_rows)
+        counter("candidates").inc(cands.num_rows)
+        if training:
+            keep = labels.has_click(table)
+            dropped = table.num_rows - int(pc.sum(keep).as_py() or 0)
+            counter("dropped_request_without_click").inc(dropped)
+            table = table.filter(keep)
+        yield shard, table
+        keys = requests.request_keys(table)
+        for query_shard, part in split_by_shard(keys, "query_id", self.config.shards):
+            yield beam.pvalue.TaggedOutput(self.BY_QUERY, (query_shard, part))
+
+    @staticmethod
+    def _violations(cands: pa.Table):
+        dups = requests.duplicate_candidates(cands)
+        for request_id, item_id in zip(dups["request_id"].to_pylist(), dups["item_id"].to_pylist()):
+            rows = cands.filter(
+                pc.and_(
+                    pc.equal(cands["request_id"], request_id),
+                    pc.equal(cands["item_id"], item_id),
+                )
+            )
+            sources = sorted(set(rows[SOURCE].to_pylist()))
+            yield ContractError(
+                "candidates",
+                ", ".join(sources),
+                f"duplicate candidate row: request_id={request_id!r} item_id={item_id} "
+                f"appears {rows.num_rows} times",
+                column="request_id,item_id",
+            )
+        for request_id in requests.inconsistent_requests(cands):
+            rows = cands.filter(pc.equal(cands["request_id"], request_id))
+            yield ContractError(
+                "candidates",
+                ", ".join(sorted(set(rows[SOURCE].to_pylist()))),
+                f"the rows of request {request_id!r} disagree on user, query or time",
+                column="request_id",
+            )
+
+
+class AssembleAnchorsFn(beam.DoFn):
+    """Per query shard: PA of every request there, routed back to its user shard."""
+
+    def __init__(self, config: AssemblyConfig) -> None:
+        self.config = config
+
+    def process(self, element):
+        _, grouped = element
+        keys = concat_or_empty(list(grouped["requests"]), IDS_REQUEST_KEYS)
+        if keys.num_rows == 0:
+            return
+        events = concat_or_empty(list(grouped["events"]), anchors.ANCHOR_EVENTS_SCHEMA)
+        found = anchors.preference_anchors_from(keys, events, self.config)
+        table = contexts.add_anchors(keys, found)
+        table = table.select(["request_id", "user_id"] + anchors.PA_SCHEMA.names)
+        yield from split_by_shard(table, "user_id", self.config.shards)
+
+
+def join_segments(element) -> tuple[int, pa.Table | None]:
+    """(user shard, {users, anchors, seed}) -> id-only contexts of the shard (None if empty)."""
+    shard, grouped = element
+    users = [t for t in grouped["users"] if t.num_rows]
+    if not users:
+        return shard, None
+    table = pa.concat_tables(users).combine_chunks()
+    pa_rows = pa.concat_tables(list(grouped["anchors"])).combine_chunks()
+    table = table.take(pc.sort_indices(table["request_id"]))
+    pa_rows = pa_rows.take(pc.sort_indices(pa_rows["request_id"]))
+    if not table["request_id"].equals(pa_rows["request_id"]):
+        raise RuntimeError(f"shard {shard}: anchors do not match the shard's requests")
+    return shard, contexts.add_anchors(table, pa_rows.select(anchors.PA_SCHEMA.names))
+
+
+class FetchSideFeaturesFn(beam.DoFn):
+    """The run's unique (id, as_of) keys -> side features, in ONE call per run."""
+
+    def __init__(self, side_source: contexts.SideSource) -> None:
+        self.side_source = side_source
+
+    def process(self, key_parts: list[dict[str, pa.Table]]):
+        keys = side.merge_keys(key_parts)
+        if not any(t.num_rows for t in keys.values()):  # no requests: nothing to fetch
+            features = side.DefaultSideSource()(keys)
+        else:
+            features = self.side_source(keys)
+        for kind, n in sorted(features.unknown.items()):
+            counter(f"defaulted_unknown_{kind}").inc(int(n))
+        yield features
+
+
+class JoinSideFeaturesFn(beam.DoFn):
+    """Per user shard: join the side features, cast to the contract, sort the rows."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+
+    def process(self, element, features: side.SideTables):
+        shard, table = element
+        if table is None:
+            yield shard, self.schema.empty_table()
+            return
+        joined, missing = side.join_side_features(table, features)
+        for reason, n in sorted(missing.items()):
+            counter(f"defaulted_{reason}").inc(n)
+        final = contexts.finish(joined, self.schema)
+        counter("rows_written").inc(final.num_rows)
+        yield shard, final
+
+
+class WriteShards(beam.PTransform):
+    """One Parquet file per shard, ``part-0000i-00000-of-00001.parquet``, same bytes on
+    every run: each shard is one sorted table, written by the bundle that holds it.
+
+    ``num_shards`` is left unset on purpose: with it, Beam would group (shuffle) the
+    biggest tables of the run once more before writing; without it, each bundle writes
+    its own file, and a shard's single table makes exactly one bundle with data.
+    """
+
+    def __init__(self, out_dir: str, schema: pa.Schema, shards: int) -> None:
+        super().__init__()
+        self.out_dir, self.schema, self.shards = out_dir, schema, shards
+
+    def expand(self, shard_tables):
+        parts = shard_tables | "ByShard" >> beam.Partition(lambda kv, n: kv[0], self.shards)
+        for i, part in enumerate(parts):
+            _ = (
+                part
+                | f"Table{i}" >> beam.Map(lambda kv: kv[1])
+                | f"Write{i}"
+                >> WriteToParquetBatched(
+                    f"{self.out_dir}/part-{i:05d}",
+                    schema=self.schema,
+                    codec="zstd",
+                    file_name_suffix=".parquet",
+                )
+            )
+        return parts
+
+
+class AssembleContexts(beam.PTransform):
+    """Conformed candidates and events -> final context (or training) rows per shard.
+
+    ``as_of`` is the refresh time T (events must already be cut to before T), or None for
+    training rows (each request is its own as_of). Returns (rows by shard, rejections).
+    """
+
+    def __init__(
+        self,
+        config: AssemblyConfig,
+        as_of: dt.datetime | None,
+        side_source: contexts.SideSource,
+        schema: pa.Schema,
+    ) -> None:
+        super().__init__()
+        self.config, self.as_of = config, as_of
+        self.side_source, self.schema = side_source, schema
+
+    def expand(self, inputs):
+        cands, events = inputs
+        shards = self.config.shards
+        training = self.as_of is None
+        cands_by_user = cands | "CandsByUser" >> ShardBy("user_id", shards)
+        events_by_user = (
+            events
+            | "UserEvents" >> beam.Map(user_events, training)
+            | "EventsByUser" >> ShardBy("user_id", shards)
+        )
+        events_by_query = (
+            events
+            | "AnchorEvents" >> beam.Map(anchor_events, self.as_of, self.config.pa_window)
+            | "EventsByQuery" >> ShardBy("query_id", shards)
+        )
+        user_parts = (
+            {"cands": cands_by_user, "events": events_by_user}
+            | "GroupByUser" >> beam.CoGroupByKey()
+            | "AssembleUserShards"
+            >> beam.ParDo(AssembleUserShardsFn(self.config, self.as_of)).with_outputs(
+                AssembleUserShardsFn.BY_QUERY, REJECTED, main="users"
+            )
+        )
+        anchor_parts = (
+            {"requests": user_parts[AssembleUserShardsFn.BY_QUERY], "events": events_by_query}
+            | "GroupByQuery" >> beam.CoGroupByKey()
+            | "AssembleAnchors" >> beam.ParDo(AssembleAnchorsFn(self.config))
+        )
+        seed = user_parts.users.pipeline | "SeedShards" >> beam.Create(
+            [(i, None) for i in range(shards)]
+        )
+        ids = (
+            {"users": user_parts.users, "anchors": anchor_parts, "seed": seed}
+            | "GroupShards" >> beam.CoGroupByKey()
+            | "JoinSegments" >> beam.Map(join_segments)
+        )
+        features = (
+            ids
+            | "EntityKeys" >> beam.FlatMap(lambda kv: [] if kv[1] is None else [side.entity_keys(kv[1])])
+            | "AllKeys" >> beam.combiners.ToList()
+            | "FetchSideFeatures" >> beam.ParDo(FetchSideFeaturesFn(self.side_source))
+        )
+        rows = ids | "JoinSideFeatures" >> beam.ParDo(
+            JoinSideFeaturesFn(self.schema), features=beam.pvalue.AsSingleton(features)
+        )
+        return rows, user_parts[REJECTED]
+

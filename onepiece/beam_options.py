@@ -1,0 +1,48 @@
+"""Beam runner options in one place: every job names its runner explicitly.
+
+The default is Beam's in-process portable runner (FnApiRunner) in multi-processing mode
+with two worker processes. We do not default to ``DirectRunner``: since Beam 2.68 it may
+first try the Prism runner, which downloads a binary at run time and fails offline.
+Flink, Spark and Dataflow are reached by options only (``extra``; ``--beam-arg`` on the
+CLI; unknown flags of the beam_jobs scripts). Their job servers are fetched at run time,
+so none of them runs on this offline machine; the flags are::
+
+    --runner=FlinkRunner --flink_master=HOST:8081 \
+        --environment_type=DOCKER --sdk_container_image=IMAGE
+    --runner=SparkRunner --spark_master_url=spark://HOST:7077 \
+        --environment_type=DOCKER --sdk_container_image=IMAGE
+    --runner=DataflowRunner --project=PROJECT --region=REGION \
+        --temp_location=gs://BUCKET/tmp --sdk_container_image=IMAGE
+
+IMAGE is a Beam Python 3.11 SDK image with this project installed (or use
+``--extra_package=dist/onepiece_prerank-0.1.0.tar.gz``); ``--environment_type=LOOPBACK``
+runs the SDK in the submitting process, for a local Flink or Spark test cluster. On a
+cluster, the data root, the output directory and the Feast repository must be reachable
+from the workers (shared filesystem or object store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner"})
+
+
+def pipeline_options(
+    runner: str = "FnApiRunner",
+    workers: int = 2,
+    extra: Sequence[str] = (),
+) -> PipelineOptions:
+    """PipelineOptions for ``runner``; local runners run ``workers`` worker processes.
+
+    ``extra`` is passed through unchanged (and wins over the defaults), so any runner's
+    own flags (``--flink_master``, ``--project``, ...) reach it.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    flags = [f"--runner={runner}"]
+    if runner in LOCAL_RUNNERS:
+        flags += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    return PipelineOptions(flags + list(extra))

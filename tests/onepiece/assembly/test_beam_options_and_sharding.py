@@ -1,0 +1,40 @@
+"""Runner options (named explicitly) and the stable shard function."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+from onepiece.assembly.sharding import shard_of, split_by_shard
+from onepiece.beam_options import pipeline_options
+
+
+def test_default_is_the_portable_local_runner_with_worker_processes():
+    options = pipeline_options()
+    assert options.view_as(StandardOptions).runner == "FnApiRunner"
+    direct = options.view_as(DirectOptions)
+    assert direct.direct_running_mode == "multi_processing"
+    assert direct.direct_num_workers == 2
+
+
+def test_other_runners_get_only_their_own_flags():
+    options = pipeline_options("FlinkRunner", extra=["--flink_master=host:8081"])
+    assert options.view_as(StandardOptions).runner == "FlinkRunner"
+    assert options.get_all_options()["flink_master"] == "host:8081"
+    assert options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+    with pytest.raises(ValueError, match="workers"):
+        pipeline_options(workers=0)
+
+
+def test_shards_are_stable_spread_and_cover_every_row():
+    ids = pa.array(np.arange(10_000, dtype=np.int64))
+    shards = shard_of(ids, 4)
+    assert np.array_equal(shards, shard_of(ids, 4))
+    counts = np.bincount(shards, minlength=4)
+    assert counts.min() > 2000  # consecutive ids spread evenly
+    table = pa.table({"user_id": ids, "x": np.arange(10_000)})
+    parts = list(split_by_shard(table, "user_id", 4))
+    assert [s for s, _ in parts] == [0, 1, 2, 3]
+    assert sorted(np.concatenate([p["x"].to_numpy() for _, p in parts]).tolist()) == list(range(10_000))
+    for s, part in parts:
+        assert set(shard_of(part["user_id"], 4)) == {s}
