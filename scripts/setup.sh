@@ -38,8 +38,17 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 echo "setup: installing the project into $VENV (first run takes a few minutes)"
 # torch==2.13.0 is pinned in pyproject.toml: on x86-64 Linux pip takes the CPU wheel.
+# (grep drops pip's warnings about this machine's optional local indexes; pip's own exit
+# status decides.)
+set +e
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-  -c constraints.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+  -c constraints.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" != 0 ]; then
+  echo "setup: pip install failed (exit $status); see the messages above." >&2
+  exit "$status"
+fi
 "$VENV/bin/python" -m pip check
 rm -f "$VENV"/.installed-*
 touch "$stamp"
