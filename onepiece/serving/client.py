@@ -1,0 +1,488 @@
+"""Score context rows on one or more Triton servers (gRPC by default, HTTP for comparison).
+
+- Tensors come from the model package's ``tensorize`` with fixed shapes, so requests from
+  different calls have equal shapes and Triton's dynamic batcher can merge them.
+- Batches of sequences are cut to the served model's preferred batch size and spread
+  round-robin over the server URLs; a server that fails is skipped for a cool-down and
+  the batch goes to the next one (failover), with exponential backoff between attempts
+  (tenacity). Inference is pure, so a retried batch cannot double-count.
+- ``preflight()`` checks, before any scoring, that every server has the pinned model
+  version ready, that its inputs are the tensor contract, and that its recorded config and
+  FeatureService match the checkpoint the run expects.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from onepiece.errors import UserError
+
+#: gRPC status codes after which the same batch may succeed on another (or a restarted)
+#: server; anything else (INVALID_ARGUMENT: a wrong shape, ...) is the request's fault.
+_RETRYABLE_GRPC = frozenset(
+    {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED",
+     "StatusCode.CANCELLED", "StatusCode.ABORTED"}
+)
+
+
+class TritonUnavailable(UserError):
+    """No server could answer (all down or failing) after every retry.
+
+    ``circuit_open``: the fleet was already known down when this batch started (it got
+    one probe, not a full round of retries); retrying it later is pointless.
+    """
+
+    def __init__(self, message: str, circuit_open: bool = False) -> None:
+        super().__init__(message)
+        self.circuit_open = circuit_open
+
+
+class TritonRequestRejected(UserError):
+    """A server rejected the request itself (wrong shape, unknown input, ...): not retried."""
+
+
+class _ServerFailed(Exception):
+    """Internal: one attempt on one server failed in a way worth retrying elsewhere."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(f"{url}: {message}")
+        self.url = url
+
+
+@dataclass(frozen=True)
+class TritonClientConfig:
+    """Where and how to call Triton. ``model_version`` None pins the newest version that is
+    ready on every server, once, at preflight."""
+
+    urls: tuple[str, ...]
+    model_name: str = "onepiece_ranker"
+    model_version: int | None = None
+    protocol: Literal["grpc", "http"] = "grpc"
+    timeout_s: float = 120.0
+    attempts: int = 5  # per batch, over all servers
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 3.0
+    cooldown_s: float = 5.0  # a failed server is skipped this long while others remain
+    max_in_flight: int = 4  # concurrent batches (lets the dynamic batcher merge them)
+    batch_size: int | None = None  # sequences per request; None: served preferred size
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise UserError("no Triton URL given")
+        if self.attempts < 1 or self.max_in_flight < 1:
+            raise UserError("attempts and max_in_flight must be at least 1")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What preflight found: the pinned version and the config it was exported with."""
+
+    name: str
+    version: int
+    config_json: str
+    config_sha256: str
+    feature_service: str
+    max_batch_size: int
+    preferred_batch_size: int
+
+    @property
+    def model_config(self) -> Any:
+        from onepiece.model import ModelConfig
+
+        return ModelConfig.from_json(self.config_json)
+
+
+class _Transport:
+    """One protocol's client classes and error handling."""
+
+    def __init__(self, protocol: str, timeout_s: float) -> None:
+        self.protocol = protocol
+        self.timeout_s = timeout_s
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        elif protocol == "http":
+            import tritonclient.http as module
+        else:
+            raise UserError(f"unknown Triton protocol {protocol!r} (grpc or http)")
+        self.module = module
+
+    def client(self, url: str) -> Any:
+        if self.protocol == "grpc":
+            return self.module.InferenceServerClient(url)
+        return self.module.InferenceServerClient(
+            url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+        )
+
+    def infer(self, client: Any, model: str, version: int, tensors: dict[str, np.ndarray]) -> Any:
+        inputs = []
+        for name, array in tensors.items():
+            dtype = "INT64" if array.dtype == np.int64 else "FP32"
+            tensor = self.module.InferInput(name, list(array.shape), dtype)
+            if self.protocol == "http":
+                tensor.set_data_from_numpy(array, binary_data=True)
+            else:
+                tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        if self.protocol == "grpc":
+            return client.infer(model, inputs, model_version=str(version), client_timeout=self.timeout_s)
+        return client.infer(model, inputs, model_version=str(version))
+
+    def retryable(self, err: Exception) -> bool:
+        from tritonclient.utils import InferenceServerException
+
+        if isinstance(err, InferenceServerException):
+            status = str(err.status() or "")
+            if self.protocol == "grpc":
+                return status in _RETRYABLE_GRPC
+            return status.startswith("5")  # HTTP: 4xx is the request's fault
+        return isinstance(err, (OSError, ConnectionError, TimeoutError)) or (
+            type(err).__module__.startswith(("geventhttpclient", "gevent"))
+        )
+
+    def model_config(self, client: Any, model: str, version: int) -> dict[str, Any]:
+        if self.protocol == "grpc":
+            return client.get_model_config(model, str(version), as_json=True)["config"]
+        return client.get_model_config(model, str(version))
+
+
+def _message(err: Exception) -> str:
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(err, InferenceServerException):
+        return f"{err.message()} [{err.status()}]"
+    return f"{type(err).__name__}: {err}"
+
+
+class TritonRankerClient:
+    """Scores ModelInputs / context rows on Triton; one per process (or per Beam DoFn)."""
+
+    def __init__(self, config: TritonClientConfig) -> None:
+        self.config = config
+        self.transport = _Transport(config.protocol, config.timeout_s)
+        self.served: ServedModel | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._down_until: dict[str, float] = {}
+        self._all_clients: list[Any] = []
+        self._consecutive_failures = 0
+        self._next = 0
+        self._pool = ThreadPoolExecutor(config.max_in_flight, thread_name_prefix="triton")
+        self.failovers = 0  # attempts that moved a batch to another server
+
+    # --- connections -------------------------------------------------------------------
+
+    def _client(self, url: str) -> Any:
+        """This thread's client for ``url`` (the HTTP client is not thread-safe)."""
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        if url not in clients:
+            clients[url] = self.transport.client(url)
+            with self._lock:
+                self._all_clients.append(clients[url])
+        return clients[url]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            clients, self._all_clients = self._all_clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 (best effort)
+                pass
+        self._local = threading.local()
+
+    def __enter__(self) -> TritonRankerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- preflight -----------------------------------------------------------------------
+
+    def preflight(self, expected_config_json: str | None = None, feature_service: str | None = None) -> ServedModel:
+        """Pin the model version and check every server serves it as the run expects.
+
+        ``expected_config_json``: the checkpoint's config.json; the served version must
+        have been exported from the same config. ``feature_service``: the FeatureService
+        the run's features came from.
+        """
+        from onepiece.serving.export import config_sha256
+
+        cfg = self.config
+        reachable: list[str] = []
+        problems: list[str] = []
+        for url in cfg.urls:
+            try:
+                if self._client(url).is_server_live():
+                    reachable.append(url)
+                    continue
+                problems.append(f"{url}: server is not live")
+            except Exception as err:  # noqa: BLE001
+                problems.append(f"{url}: {_message(err)}")
+        if not reachable:
+            raise TritonUnavailable(
+                f"Triton server down or unreachable ({cfg.protocol}): " + "; ".join(problems)
+            )
+        version = cfg.model_version or self._newest_common_version(reachable)
+        served = [self._check_server(url, version) for url in reachable]
+        first = served[0]
+        for url, other in zip(reachable, served):
+            if other.config_sha256 != first.config_sha256:
+                raise UserError(
+                    f"servers disagree on {cfg.model_name} v{version}: {reachable[0]} and {url} "
+                    "were exported from different configs"
+                )
+        if expected_config_json is not None and config_sha256(expected_config_json) != first.config_sha256:
+            raise UserError(
+                f"{cfg.model_name} v{version} on {reachable[0]} was exported from a different "
+                "model config than the checkpoint this run expects (config_sha256 "
+                f"{first.config_sha256[:12]} vs {config_sha256(expected_config_json)[:12]})"
+            )
+        if feature_service is not None and first.feature_service != feature_service:
+            raise UserError(
+                f"{cfg.model_name} v{version} was trained on FeatureService "
+                f"{first.feature_service!r}, but this run's features come from {feature_service!r}"
+            )
+        self.served = first
+        return first
+
+    def _ready_versions(self, url: str) -> list[int]:
+        client = self._client(url)
+        if self.config.protocol == "grpc":
+            index = client.get_model_repository_index(as_json=True).get("models", [])
+        else:
+            index = client.get_model_repository_index()
+        return sorted(
+            int(m["version"])
+            for m in index
+            if m.get("name") == self.config.model_name and m.get("state") == "READY" and m.get("version")
+        )
+
+    def _newest_common_version(self, urls: list[str]) -> int:
+        common = set.intersection(*(set(self._ready_versions(u)) for u in urls))
+        if not common:
+            raise UserError(
+                f"no version of model {self.config.model_name!r} is ready on every server "
+                f"({', '.join(urls)})"
+            )
+        return max(common)
+
+    def _check_server(self, url: str, version: int) -> ServedModel:
+        from onepiece.model.inputs import OUTPUT_SPECS, TENSOR_SPECS
+
+        cfg = self.config
+        client = self._client(url)
+        if not client.is_model_ready(cfg.model_name, str(version)):
+            ready = self._ready_versions(url)
+            raise UserError(
+                f"model {cfg.model_name!r} version {version} is not loaded on {url} "
+                f"(ready versions: {', '.join(map(str, ready)) or 'none'})"
+            )
+        served = self.transport.model_config(client, cfg.model_name, version)
+
+        def tensors(section: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+            return {
+                t["name"]: (t["data_type"], tuple(int(d) for d in t["dims"]))
+                for t in served.get(section, [])
+            }
+
+        for section, specs in (("input", TENSOR_SPECS), ("output", OUTPUT_SPECS)):
+            want = {n: (s.triton_dtype, s.shape) for n, s in specs.items()}
+            if tensors(section) != want:
+                raise UserError(
+                    f"{cfg.model_name} v{version} on {url}: its {section}s {tensors(section)} "
+                    f"do not match this package's tensor contract {want}: re-export the model"
+                )
+        params = {k: v.get("string_value", "") for k, v in served.get("parameters", {}).items()}
+        key = f"v{version}."
+        if key + "config_json" not in params:
+            raise UserError(
+                f"{cfg.model_name} on {url}: config.pbtxt records no config for version "
+                f"{version}; export it with `onepiece export`"
+            )
+        max_batch = int(served.get("max_batch_size", 0))
+        preferred = served.get("dynamic_batching", {}).get("preferred_batch_size") or [max_batch]
+        return ServedModel(
+            name=cfg.model_name,
+            version=version,
+            config_json=params[key + "config_json"],
+            config_sha256=params[key + "config_sha256"],
+            feature_service=params[key + "feature_service"],
+            max_batch_size=max_batch,
+            preferred_batch_size=int(max(int(p) for p in preferred)),
+        )
+
+    # --- scoring -------------------------------------------------------------------------
+
+    def _pick(self) -> str:
+        """The next server round-robin, skipping those in cool-down while others remain."""
+        with self._lock:
+            now = time.monotonic()
+            urls = self.config.urls
+            for step in range(len(urls)):
+                url = urls[(self._next + step) % len(urls)]
+                if self._down_until.get(url, 0.0) <= now:
+                    self._next = (self._next + step + 1) % len(urls)
+                    return url
+            return min(urls, key=lambda u: self._down_until.get(u, 0.0))
+
+    def _mark_down(self, url: str) -> None:
+        with self._lock:
+            self._down_until[url] = time.monotonic() + self.config.cooldown_s
+            self.failovers += 1
+            self._consecutive_failures += 1
+
+    def _fleet_down(self) -> bool:
+        """Circuit breaker: after ``attempts`` failures in a row with no success anywhere,
+        later batches get one probe each instead of a full round of backoff."""
+        return self._consecutive_failures >= self.config.attempts
+
+    def _infer_once(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.served is not None, "call preflight() first"
+        url = self._pick()
+        try:
+            result = self.transport.infer(
+                self._client(url), self.served.name, self.served.version, tensors
+            )
+        except Exception as err:  # noqa: BLE001 (classified below)
+            if self.transport.retryable(err):
+                self._mark_down(url)
+                raise _ServerFailed(url, _message(err)) from err
+            raise TritonRequestRejected(
+                f"Triton at {url} rejected a request to {self.served.name} "
+                f"v{self.served.version}: {_message(err)}"
+            ) from None
+        self._consecutive_failures = 0
+        return {name: result.as_numpy(name) for name in _output_names()}
+
+    def infer_batch(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request (at most max_batch_size sequences), with failover and backoff."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+        cfg, served = self.config, self.served
+        assert served is not None, "call preflight() first"
+        failures: list[str] = []
+        circuit_open = self._fleet_down()
+        retrying = Retrying(
+            stop=stop_after_attempt(1 if circuit_open else cfg.attempts),
+            wait=wait_exponential_jitter(initial=cfg.backoff_initial_s, max=cfg.backoff_max_s),
+            retry=retry_if_exception_type(_ServerFailed),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        return self._infer_once(tensors)
+                    except _ServerFailed as err:
+                        failures.append(str(err))
+                        raise
+        except _ServerFailed:
+            raise TritonUnavailable(
+                f"no Triton server could score a batch of {served.name} "
+                f"v{served.version} after {len(failures)} attempts: " + "; ".join(failures[-len(cfg.urls):]),
+                circuit_open=circuit_open,
+            ) from None
+        raise AssertionError("unreachable")
+
+    def _step(self) -> int:
+        """Sequences per request: the served preferred batch size (or the configured one)."""
+        assert self.served is not None, "call preflight() first"
+        wanted = self.config.batch_size or self.served.preferred_batch_size
+        return min(wanted, self.served.max_batch_size)
+
+    def _infer_all(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Requests of at most one step each, sent one after another; outputs concatenated."""
+        b, step = len(next(iter(tensors.values()))), self._step()
+        parts = [
+            self.infer_batch({n: a[i : i + step] for n, a in tensors.items()})
+            for i in range(0, b, step)
+        ]
+        return {name: np.concatenate([p[name] for p in parts]) for name in _output_names()}
+
+    def score_inputs(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Task probabilities ``p_<task>`` -> [B, C] for ModelInputs, in concurrent batches."""
+        tensors = {name: t.numpy() for name, t in inputs.tensors().items()}
+        step = self._step()
+        chunks = [{n: a[i : i + step] for n, a in tensors.items()} for i in range(0, inputs.batch_size, step)]
+        results = list(self._pool.map(self.infer_batch, chunks))
+        return {
+            name: np.concatenate([r[name] for r in results]) if results else np.zeros((0, 0), np.float32)
+            for name in _output_names()
+        }
+
+    def score_contexts(self, contexts: pa.Table, source: str = "<contexts>") -> dict[str, np.ndarray]:
+        """Per-candidate probabilities ``p_<task>``, aligned with the flattened
+        ``cand_item_id`` lists of ``contexts`` (float32 arrays).
+
+        Rows are cut into chunks of about one request each; every chunk is tensorised in
+        the worker thread that sends it, so the client prepares the next requests while
+        the server computes (tensorize releases the GIL in numpy and Arrow).
+        """
+        from onepiece.model import tensorize
+        from onepiece.serving.scoring import chunk_rows
+
+        assert self.served is not None, "call preflight() first"
+        model_config = self.served.model_config
+
+        def one(chunk: pa.Table) -> dict[str, np.ndarray]:
+            inputs = tensorize(chunk, model_config, fixed_shape=True, source=source)
+            assert inputs.cand_flat_index is not None  # tensorize() always sets it
+            tensors = {name: t.numpy() for name, t in inputs.tensors().items()}
+            probs = self._infer_all(tensors)
+            return scatter_to_candidates(probs, inputs.cand_flat_index.numpy(), chunk)
+
+        chunks = list(chunk_rows(contexts, model_config.group_size, self._step()))
+        results = list(self._pool.map(one, chunks))
+        return {
+            name: np.concatenate([r[name] for r in results]) if results else np.zeros(0, np.float32)
+            for name in _output_names()
+        }
+
+
+def _output_names() -> list[str]:
+    from onepiece.model.inputs import OUTPUT_SPECS
+
+    return list(OUTPUT_SPECS)
+
+
+def scatter_to_candidates(
+    probs: dict[str, np.ndarray], flat_index: np.ndarray, contexts: pa.Table
+) -> dict[str, np.ndarray]:
+    """Put [B, C] slot probabilities back on the flat candidate order of ``contexts``."""
+    total = int(pc.sum(pc.list_value_length(contexts.column("cand_item_id"))).as_py() or 0)
+    valid = flat_index >= 0
+    out = {}
+    for name, p in probs.items():
+        flat = np.full(total, np.nan, np.float32)
+        flat[flat_index[valid]] = p[valid]
+        out[name] = flat
+    return out
+
+
+def client_for(urls: Sequence[str], **overrides: Any) -> TritonRankerClient:
+    """A client for ``urls`` (``HOST:PORT``; gRPC unless protocol="http")."""
+    return TritonRankerClient(TritonClientConfig(urls=tuple(urls), **overrides))
+
+
+def describe(served: ServedModel) -> dict[str, Any]:
+    """The served model as recorded in a run's manifest."""
+    return {
+        "name": served.name,
+        "version": served.version,
+        "feature_service": served.feature_service,
+        "config_sha256": served.config_sha256,
+        "config": json.loads(served.config_json),
+    }

@@ -1,0 +1,118 @@
+"""The Triton Python-backend model for every version of ``onepiece_ranker``.
+
+Each ``model_repo/onepiece_ranker/<N>/model.py`` re-exports :class:`TritonPythonModel`
+from here, so the serving logic is versioned with the package, not copied per version.
+
+- ``initialize`` rebuilds the model from the version directory with
+  ``onepiece.model.load_checkpoint`` (safetensors, no unpickling), checks that its
+  config matches the fingerprint ``config.pbtxt`` records for this version, and picks the
+  device from the instance kind (CUDA with bf16 autocast on a GPU instance).
+- ``execute`` concatenates the requests of a dynamic batch that share a shape, runs ONE
+  ``score()`` call under ``torch.inference_mode()`` and returns exactly one response per
+  request (errors attached to that response, never raised).
+- Tensors cross the stub boundary through DLPack both ways: with numpy 2, outputs built
+  from numpy arrays come back empty (platform notes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import triton_python_backend_utils as pb_utils  # provided by the Python backend stub
+from torch.utils.dlpack import from_dlpack, to_dlpack
+
+
+class TritonPythonModel:
+    """Triton's Python-backend interface: initialize / execute / finalize."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        from onepiece.model import load_checkpoint
+        from onepiece.serving.export import CONFIG_FILE, WEIGHTS_FILE, config_sha256
+
+        model_config = json.loads(args["model_config"])
+        version = args["model_version"]
+        version_dir = Path(args["model_repository"]) / version
+        if not (version_dir / WEIGHTS_FILE).is_file():
+            raise pb_utils.TritonModelException(
+                f"{version_dir} has no {WEIGHTS_FILE}: run `onepiece export` to write version "
+                f"{version}"
+            )
+        recorded = model_config.get("parameters", {}).get(f"v{version}.config_sha256", {})
+        actual = config_sha256((version_dir / CONFIG_FILE).read_text())
+        if recorded.get("string_value") != actual:
+            raise pb_utils.TritonModelException(
+                f"{version_dir / CONFIG_FILE} does not match config.pbtxt's v{version}."
+                "config_sha256: regenerate the repository with `onepiece export`"
+            )
+        gpu = args["model_instance_kind"] == "GPU"
+        threads = model_config.get("parameters", {}).get("cpu_threads", {}).get("string_value")
+        if not gpu and threads:
+            torch.set_num_threads(int(threads))
+        self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
+        self.model = load_checkpoint(version_dir, device=self.device)
+        self.input_names = [spec["name"] for spec in model_config["input"]]
+        self.output_names = [spec["name"] for spec in model_config["output"]]
+
+    def _inputs(self, request: Any) -> dict[str, torch.Tensor]:
+        return {
+            name: from_dlpack(pb_utils.get_input_tensor_by_name(request, name).to_dlpack())
+            for name in self.input_names
+        }
+
+    def _run(self, batch: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """Score requests of identical shapes in one forward pass; split the outputs."""
+        from onepiece.model import score
+        from onepiece.model.inputs import ModelInputs
+
+        sizes = [int(next(iter(t.values())).shape[0]) for t in batch]
+        merged = {
+            name: torch.cat([t[name] for t in batch]).to(self.device) for name in self.input_names
+        }
+        with torch.inference_mode():  # score() adds bf16 autocast on CUDA
+            probs = score(self.model, ModelInputs.from_tensors(merged))  # task -> [B, C]
+        outputs = {f"p_{task}": p.float().cpu().contiguous() for task, p in probs.items()}
+        split = {name: outputs[name].split(sizes) for name in self.output_names}
+        return [{name: split[name][i] for name in self.output_names} for i in range(len(batch))]
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        tensors: dict[int, dict[str, torch.Tensor]] = {}
+        for i, request in enumerate(requests):
+            try:
+                tensors[i] = self._inputs(request)
+            except Exception as err:  # noqa: BLE001 (reported on this request's response)
+                responses[i] = _error(f"reading inputs: {err}")
+                continue
+            shape_key = tuple(tuple(t.shape[1:]) for t in tensors[i].values())
+            groups[shape_key].append(i)
+        for members in groups.values():
+            for i, response in zip(members, self._score([tensors[i] for i in members])):
+                responses[i] = response
+        return responses
+
+    def _score(self, batch: list[dict[str, torch.Tensor]]) -> list[Any]:
+        """Responses for same-shaped requests; a bad request fails alone, not its batch."""
+        try:
+            return [_response(out) for out in self._run(batch)]
+        except Exception as err:  # noqa: BLE001 (reported on the request's response)
+            if len(batch) == 1:
+                return [_error(f"scoring failed: {err}")]
+            return [self._score([one])[0] for one in batch]
+
+    def finalize(self) -> None:
+        del self.model
+
+
+def _response(outputs: dict[str, torch.Tensor]) -> Any:
+    return pb_utils.InferenceResponse(
+        [pb_utils.Tensor.from_dlpack(name, to_dlpack(t)) for name, t in outputs.items()]
+    )
+
+
+def _error(message: str) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))

@@ -1,0 +1,100 @@
+"""Helpers for the serving tests: tiny checkpoints and synthetic context rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+# ---------------------------------------------------------------------------
+# The onepiece_ranker: tiny checkpoints, synthetic context rows, a shared server
+# ---------------------------------------------------------------------------
+
+AS_OF = dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
+
+
+def tiny_model_config(**overrides: Any) -> Any:
+    from onepiece.model import ModelConfig
+
+    base = dict(
+        d_model=32, n_layers=2, n_heads=4, id_dim=16, side_dim=8, item_vocab=512,
+        shop_vocab=64, category_vocab=64, user_vocab=128, user_side_vocab=64,
+        query_vocab=64, piece_vocab=128, ih_max_len=16, pa_per_group=4, group_size=4,
+    )
+    return ModelConfig(**(base | overrides))
+
+
+def write_checkpoint(directory: Path, seed: int, **overrides: Any) -> Path:
+    """A freshly initialised tiny model (never trained weights: none are committed)."""
+    import torch
+
+    from onepiece.model import OnePiece, save_checkpoint
+
+    torch.manual_seed(seed)
+    return save_checkpoint(OnePiece(tiny_model_config(**overrides)), directory)
+
+
+def _lists(rng: np.random.Generator, lengths: np.ndarray, draw) -> list[list]:
+    flat = draw(int(lengths.sum()))
+    return [v.tolist() for v in np.split(flat, np.cumsum(lengths)[:-1])] if len(lengths) else []
+
+
+def synthetic_contexts(n: int, seed: int = 0, max_cands: int = 11) -> pa.Table:
+    """Context rows (CONTEXTS_SCHEMA) with random segments; some empty, some unknown ids."""
+    from onepiece.contract.schemas import CONTEXTS_SCHEMA, ITEM_FEATURES
+
+    rng = np.random.default_rng(seed)
+    lengths = {
+        "ih": rng.integers(0, 20, n),
+        "pa": rng.integers(0, 12, n),
+        "cand": rng.integers(1, max_cands + 1, n),
+    }
+    cols: dict[str, Any] = {
+        "request_id": [f"req-{seed}-{i:05d}" for i in range(n)],
+        "user_id": rng.integers(-1, 100, n),
+        "query_id": rng.integers(0, 30, n),
+        "as_of": [AS_OF] * n,
+        "user_age_bucket": rng.integers(0, 8, n).astype(np.int32),
+        "user_gender": rng.integers(0, 3, n).astype(np.int32),
+        "user_region_id": rng.integers(0, 40, n),
+        "query_query_text": [f"red shoes {i % 7}" for i in range(n)],
+        "query_popularity_7d": rng.random(n).astype(np.float32) * 50,
+    }
+    for segment, lens in lengths.items():
+        cols[f"{segment}_item_id"] = _lists(rng, lens, lambda k: rng.integers(-1, 400, k))
+        for f in ITEM_FEATURES:
+            if f.categorical:
+                draw = lambda k: rng.integers(0, 50, k)  # noqa: E731
+            elif pa.types.is_integer(f.type):
+                draw = lambda k: rng.integers(0, 500, k)  # noqa: E731
+            else:
+                draw = lambda k: rng.random(k)  # noqa: E731
+            cols[f"{segment}_{f.name}"] = _lists(rng, lens, draw)
+    cols["ih_event_type"] = _lists(rng, lengths["ih"], lambda k: rng.integers(1, 4, k))
+    cols["ih_ts"] = [[AS_OF - dt.timedelta(hours=len(v) - j) for j in range(len(v))] for v in cols["ih_item_id"]]
+    cols["pa_group"] = [sorted(v) for v in _lists(rng, lengths["pa"], lambda k: rng.integers(0, 3, k))]
+    # Candidates of one request are distinct items.
+    cols["cand_item_id"] = [list(rng.choice(400, len(v), replace=False)) for v in cols["cand_item_id"]]
+    return pa.Table.from_pydict(cols, schema=CONTEXTS_SCHEMA)
+
+
+START = dt.datetime(2026, 11, 4, tzinfo=dt.UTC)
+END = START + dt.timedelta(hours=1)
+
+
+def write_context_run(data: Path, tables: list[pa.Table], start: dt.datetime = START, end: dt.datetime = END) -> Path:
+    """A context run as the Beam contexts job publishes it: shards plus _manifest.json."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    where = data / "contexts" / f"dt={start.date().isoformat()}" / f"hour={start.hour:02d}"
+    where.mkdir(parents=True)
+    for i, table in enumerate(tables):
+        pq.write_table(table, where / f"part-{i:05d}.parquet")
+    manifest = {"partition": f"{start.isoformat()}..{end.isoformat()}", "run_id": "test", "defaulted": {"unknown_item": 3}}
+    (where / "_manifest.json").write_text(json.dumps(manifest))
+    return where
