@@ -24,5 +24,9 @@ app = typer.Typer(
 
 # Each module registers its commands on ``app`` when imported.
 from onepiece.cli import world  # noqa: E402,F401
+from onepiece.cli import serve  # noqa: E402,F401
 from onepiece.cli import features  # noqa: E402,F401
 from onepiece.cli import contexts  # noqa: E402,F401
+from onepiece.cli import train  # noqa: E402,F401
+from onepiece.cli import score  # noqa: E402,F401
+from onepiece.cli import evaluation  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the metrics.json document, MovieLens-100k, ablation and reports."""

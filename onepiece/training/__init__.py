@@ -1,0 +1,1 @@
+"""Training: candidate groups, batches, the progressive multi-task loop, checkpoints."""

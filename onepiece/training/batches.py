@@ -1,0 +1,69 @@
+"""One epoch of training batches: sampled candidates, random groups, tensors and labels.
+
+Ranking: every request's sampled candidates (all exposed + a capped number of unexposed,
+see ``groups``) are shuffled and cut into groups of C; a batch is ``batch_size`` groups
+in random order. Retrieval: a request's sampled candidates form its pool (one sequence
+per request, so the in-batch contrastive term never meets the same request twice); the
+world's recall lists mix intent-matching items (same-category hard negatives) with noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from onepiece.contract import TASKS
+from onepiece.model import ModelConfig, ModelInputs, tensorize
+from onepiece.model.inputs import candidate_values
+from onepiece.training.config import TrainConfig
+from onepiece.training.groups import sample_candidates, split_groups
+
+
+@dataclass
+class Batch:
+    inputs: ModelInputs
+    labels: dict[str, torch.Tensor]  # task -> (B, C) float32, 0 at padding
+
+
+def _sequence_config(config: ModelConfig) -> ModelConfig:
+    # Retrieval: the whole sampled pool in one sequence per request.
+    return dataclasses.replace(config, group_size=0) if config.mode == "retrieval" else config
+
+
+def epoch_batches(
+    rows: pa.Table, model_config: ModelConfig, train_config: TrainConfig, epoch: int
+) -> Iterator[Batch]:
+    """The batches of one epoch; the same (seed, epoch) gives the same batches."""
+    rng = np.random.default_rng([train_config.seed, epoch])
+    keep = sample_candidates(rows, rng, train_config.max_unexposed)
+    longest = int(pc.max(pc.list_value_length(rows["cand_item_id"])).as_py() or 1)
+    group_size = longest if model_config.mode == "retrieval" else (model_config.group_size or longest)
+    groups = split_groups(rows, group_size, rng, keep).table
+    order = rng.permutation(groups.num_rows)
+    config = _sequence_config(model_config)
+    for start in range(0, len(order), train_config.batch_size):
+        sub = groups.take(pa.array(order[start : start + train_config.batch_size]))
+        inputs = tensorize(sub, config)
+        labels = {task: candidate_values(sub, f"label_{task}", inputs) for task in TASKS}
+        yield Batch(inputs, labels)
+
+
+def batches_per_epoch(rows: pa.Table, model_config: ModelConfig, train_config: TrainConfig) -> int:
+    """How many batches an epoch has (for the progress bar; sampling keeps group counts
+    nearly constant, so this is exact for retrieval and an estimate for ranking)."""
+    rng = np.random.default_rng([train_config.seed, 0])
+    keep = sample_candidates(rows, rng, train_config.max_unexposed)
+    if model_config.mode == "retrieval" or model_config.group_size == 0:
+        n = rows.num_rows
+    else:
+        per_row = np.bincount(
+            np.asarray(pc.list_parent_indices(rows["cand_item_id"]))[keep], minlength=rows.num_rows
+        )
+        n = int((-(-per_row // model_config.group_size)).sum())
+    return -(-n // train_config.batch_size)

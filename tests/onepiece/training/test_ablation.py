@@ -1,0 +1,93 @@
+"""The ablation table: rows, files, and the claims it checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from onepiece.cli import app
+from onepiece.evaluation import ablation
+from onepiece.model import VARIANTS
+
+ISSUE_VARIANTS = (
+    "dlrm hstu hstu_pa rearec rearec_pa onepiece onepiece_ids_only onepiece_no_pa onepiece_no_sd "
+    "onepiece_causal onepiece_invisible onepiece_k1 onepiece_k2 onepiece_last_step"
+).split()
+
+
+def test_every_issue_variant_is_a_row_and_a_model_variant() -> None:
+    assert set(ISSUE_VARIANTS) <= set(ablation.VARIANT_NAMES)
+    assert set(ablation.VARIANT_NAMES) <= set(VARIANTS)
+
+
+def test_orderings_compare_the_measured_numbers() -> None:
+    rows = [
+        {"variant": "hstu", "click_auc": 0.70},
+        {"variant": "hstu_pa", "click_auc": 0.72},
+        {"variant": "onepiece", "click_auc": 0.71},
+        {"variant": "rearec_pa", "click_auc": 0.75},
+    ]
+    claims = dict(ablation.orderings(rows))
+    assert claims["PA helps HSTU (hstu_pa > hstu)"] is True
+    assert claims["onePiece beats ReaRec+PA"] is False
+    assert "onePiece beats DLRM" not in claims  # not measured, not claimed
+
+
+def test_split_holds_out_validation_from_the_training_days(tiny_split) -> None:
+    train_rows, test_rows = tiny_split
+    cfg = ablation.AblationConfig(max_train_requests=100, max_test_requests=50, valid_fraction=0.2)
+    fit, valid, test = ablation.split_rows(train_rows, test_rows, cfg)
+    assert fit.num_rows + valid.num_rows == 100 and test.num_rows == 50
+    ids = set(fit["request_id"].to_pylist())
+    assert not ids & set(valid["request_id"].to_pylist())
+    assert set(test["request_id"].to_pylist()) <= set(test_rows["request_id"].to_pylist())
+    again = ablation.split_rows(train_rows, test_rows, cfg)
+    assert again[1].equals(valid)
+
+
+def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: Path) -> None:
+    from onepiece import storage
+
+    train_rows, test_rows = tiny_split
+    storage.write_parquet(train_rows, tmp_path / "ts" / "train" / "part-0.parquet")
+    storage.write_parquet(test_rows, tmp_path / "ts" / "test" / "part-0.parquet")
+    out = tmp_path / "abl"
+    result = CliRunner().invoke(
+        app,
+        ["ablation", "--trainset", str(tmp_path / "ts"), "--out", str(out), "--variants", "onepiece,hstu",
+         "--epochs", "1", "--threads", "1", "--max-train-requests", "60", "--max-test-requests", "40"]
+        + [a for k, v in tiny_model.items() for a in ("--set", f"{k}={json.dumps(v)}")],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in doc["rows"]] == ["popularity", "onepiece", "hstu"]
+    keys = ["variant", "click_auc", "click_gauc", "add_to_cart_auc", "add_to_cart_gauc", "order_auc", "order_gauc"]
+    for row in doc["rows"]:
+        assert list(row) == keys
+        assert all(row[k] is None or 0.0 <= row[k] <= 1.0 for k in keys[1:])
+    table = (out / "ablation.md").read_text()
+    assert "| main | onepiece |" in table and "0.911" in table  # the paper's number beside ours
+    assert (out / "ablation_click_auc.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_ablation_command_runs_the_beam_job_with_feast(tiny_world: Path, tiny_model, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world, data)
+    out = tmp_path / "abl"
+    result = CliRunner().invoke(
+        app,
+        ["ablation", "--data", str(data), "--out", str(out), "--variants", "onepiece", "--epochs", "1",
+         "--threads", "1"]
+        + [a for k, v in tiny_model.items() for a in ("--set", f"{k}={json.dumps(v)}")],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "ablation.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["popularity", "onepiece"]
+    assert not math.isnan(rows[1]["click_auc"])
+    assert (out / "trainset" / "train").is_dir()
