@@ -38,3 +38,28 @@ def test_shards_are_stable_spread_and_cover_every_row():
     assert sorted(np.concatenate([p["x"].to_numpy() for _, p in parts]).tolist()) == list(range(10_000))
     for s, part in parts:
         assert set(shard_of(part["user_id"], 4)) == {s}
+
+
+def test_the_local_runner_sends_its_workers_every_byte_once_while_sending_is_slow():
+    # The stream the FnApiRunner writes a bundle's input into (as _GrpcDataChannel
+    # builds it). Unguarded (time-based, 1 s), a flush racing the writer dropped every
+    # chunk written while a slow send was in flight: whole elements lost on big runs.
+    import time
+
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+    from apache_beam.runners.worker.data_plane import ClosableOutputStream
+
+    pipeline_options()
+    sent: list[bytes] = []
+
+    def slow_send(data: bytes) -> None:
+        sent.append(data)
+        time.sleep(0.3)  # a full send queue to a busy worker
+
+    stream = ClosableOutputStream.create(slow_send, slow_send, worker_handlers.DATA_BUFFER_TIME_LIMIT_MS)
+    chunks = [bytes([i]) * 1000 for i in range(60)]
+    for chunk in chunks:  # spans more than one flush period of the unguarded stream
+        stream.write(chunk)
+        time.sleep(0.025)
+    stream.close()
+    assert b"".join(sent) == b"".join(chunks)
