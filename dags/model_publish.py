@@ -1,0 +1,110 @@
+"""model_publish: train (or take) a model, gate it, export it, serve it, pin it.
+
+    datasets -> train -> evaluate -> gate -> export -> smoke -> pin
+
+The last logged day is held out: the new model and the serving (pinned) model are
+evaluated on the same rows, and the new one is published only if its click AUC reaches
+the serving one's plus ``min_gain``. ``export`` writes the next version into the model
+repository, ``smoke`` loads it in Triton (embedded, or ``load_model`` on the configured
+servers) and checks served scores against in-process scores, and ``pin`` switches the
+version the ``prerank_refresh`` DAG scores with (the ``onepiece_model_pin`` Asset).
+
+Not scheduled: trigger it (``airflow dags trigger model_publish -c '{...}'``) or run it
+with ``airflow dags test``. Each task body is one call into
+``onepiece.pipeline.publish_model``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from airflow.sdk import Asset, Param, dag, task
+
+MODEL_PIN = Asset(name="onepiece_model_pin")
+
+
+def _config(context):
+    from onepiece.pipeline.config import PublishConfig
+
+    return PublishConfig.from_params(context["params"])
+
+
+@dag(
+    dag_id="model_publish",
+    schedule=None,
+    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,  # one new version at a time
+    default_args={
+        "retries": int(os.environ.get("ONEPIECE_TASK_RETRIES", "2")),
+        "retry_delay": dt.timedelta(seconds=int(os.environ.get("ONEPIECE_RETRY_DELAY_S", "30"))),
+    },
+    tags=["onepiece"],
+    params={
+        "checkpoint": Param("", type="string", description="Checkpoint directory to publish; empty: train one."),
+        "variant": Param("onepiece", type="string", description="Model variant to train."),
+        "epochs": Param(4, type="integer", minimum=1),
+        "batch_size": Param(64, type="integer", minimum=1),
+        "train_days": Param(0, type="integer", minimum=0, description="Logged days before the held-out one to train on; 0: all."),
+        "seed": Param(0, type="integer"),
+        "min_gain": Param(0.0, type="number", description="Click-AUC margin over the serving model."),
+        "max_eval_requests": Param(2000, type="integer", minimum=0, description="Held-out requests for early stopping and the gate; 0: all."),
+        "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
+        "model_repo": Param("", type="string", description="Triton model repository; empty: $ONEPIECE_MODEL_REPO, else model_repo/."),
+        "triton_urls": Param("", type="string", description="Comma-separated Triton HOST:PORT; empty: an embedded server."),
+        "feature_repo": Param("", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),
+    },
+    doc_md=__doc__,
+)
+def model_publish():
+    @task
+    def datasets(**context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.datasets(_config(context), context["run_id"])
+
+    @task
+    def train(sets: dict, **context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.train(_config(context), context["run_id"], sets)
+
+    @task
+    def evaluate(trained: dict, sets: dict, **context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.evaluate(_config(context), context["run_id"], trained["checkpoint"], sets)
+
+    @task(retries=0)  # a model below the bar stays below it
+    def gate(evaluation: dict, **context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.gate(_config(context), evaluation)
+
+    @task
+    def export(passed: dict, trained: dict, **context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.export(_config(context), trained["checkpoint"])
+
+    @task
+    def smoke(exported: dict, trained: dict, sets: dict, **context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.smoke(_config(context), trained["checkpoint"], exported["version"], sets)
+
+    @task(outlets=[MODEL_PIN])
+    def pin(smoked: dict, evaluation: dict, **context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.pin(_config(context), smoked["version"], evaluation)
+
+    sets = datasets()
+    trained = train(sets)
+    evaluation = evaluate(trained, sets)
+    exported = export(gate(evaluation), trained)
+    pin(smoke(exported, trained, sets), evaluation)
+
+
+model_publish()

@@ -1,0 +1,121 @@
+"""prerank_refresh: re-score the upstream recall candidates of one time window.
+
+For a run at logical date T (the window start) the DAG scores the candidates requested
+in [T, T + window_minutes) as of T, and publishes ``scores/dt=YYYY-MM-DD/hour=HH/``:
+
+    check_inputs ──┐
+                   ├─> assemble_contexts ─> score ─> report ─> publish ─> serving_table
+    ensure_model_served
+
+The schedule is a cron expression (``$ONEPIECE_REFRESH_SCHEDULE``, default hourly). Airflow
+3 runs a cron schedule with CronTriggerTimetable, whose data interval is empty
+(start == end == T), so the scoring window is explicit: a Param, 60 minutes by default.
+A backfill (``airflow backfill create --dag-id prerank_refresh --from-date ... --to-date
+...``) runs the same tasks for each logical date and writes what the scheduled run wrote.
+
+Side features come from Feast inside the context job. The Feast registry is an input
+(the ``onepiece_feature_registry`` Asset, updated by the ``feature_registry`` DAG), and
+so is the pinned model version (``onepiece_model_pin``, updated by ``model_publish``).
+Every task body is one call into ``onepiece.pipeline.refresh``; configuration comes from
+the Params below, then environment variables (onepiece/pipeline/config.py), then the
+embedded defaults. Tasks retry on failure; only ``publish`` writes outside the run's
+staging root, so a failed run publishes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from airflow.sdk import Asset, Param, dag, task
+
+FEATURE_REGISTRY = Asset(name="onepiece_feature_registry")
+MODEL_PIN = Asset(name="onepiece_model_pin")
+
+RETRIES = {
+    "retries": int(os.environ.get("ONEPIECE_TASK_RETRIES", "2")),
+    "retry_delay": dt.timedelta(seconds=int(os.environ.get("ONEPIECE_RETRY_DELAY_S", "30"))),
+}
+
+
+def _config(context):
+    from onepiece.pipeline.config import RefreshConfig
+
+    return RefreshConfig.from_params(context["params"])
+
+
+@dag(
+    dag_id="prerank_refresh",
+    schedule=os.environ.get("ONEPIECE_REFRESH_SCHEDULE", "@hourly"),
+    start_date=dt.datetime.fromisoformat(
+        os.environ.get("ONEPIECE_REFRESH_START", "2026-11-01T00:00:00+00:00")
+    ),
+    catchup=False,
+    max_active_runs=1,
+    default_args=RETRIES,
+    tags=["onepiece"],
+    params={
+        "window_minutes": Param(0, type="integer", minimum=0,
+                                description="Scoring window after T; 0: $ONEPIECE_REFRESH_WINDOW_MINUTES, else 60."),
+        "model_version": Param(0, type="integer", minimum=0,
+                               description="Model version to score with; 0: the pinned one."),
+        "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
+        "model_repo": Param("", type="string", description="Triton model repository; empty: $ONEPIECE_MODEL_REPO, else model_repo/."),
+        "triton_urls": Param("", type="string", description="Comma-separated Triton HOST:PORT; empty: $ONEPIECE_TRITON_URLS, else an embedded server."),
+        "feature_repo": Param("", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),
+        "beam_runner": Param("", type="string", description="Beam runner; empty: $ONEPIECE_BEAM_RUNNER, else FnApiRunner."),
+        "beam_args": Param("", type="string", description="Extra Beam flags; empty: $ONEPIECE_BEAM_ARGS."),
+    },
+    doc_md=__doc__,
+)
+def prerank_refresh():
+    @task(inlets=[FEATURE_REGISTRY])
+    def check_inputs(**context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.check_inputs(_config(context), context["logical_date"])
+
+    @task(inlets=[MODEL_PIN])
+    def ensure_model_served(**context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.ensure_model_served(_config(context))
+
+    @task
+    def assemble_contexts(inputs: dict, model: dict, **context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.assemble_contexts(_config(context), context["logical_date"], model)
+
+    @task
+    def score(contexts: dict, model: dict, **context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.score(_config(context), context["logical_date"], model)
+
+    @task
+    def report(scored: dict, inputs: dict, **context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.report(_config(context), context["logical_date"], inputs)
+
+    @task
+    def publish(quality: dict, **context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.publish(_config(context), context["logical_date"])
+
+    @task
+    def serving_table(published: dict, **context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.serving_table(_config(context), context["logical_date"])
+
+    inputs = check_inputs()
+    model = ensure_model_served()
+    contexts = assemble_contexts(inputs, model)
+    scored = score(contexts, model)
+    serving_table(publish(report(scored, inputs)))
+
+
+prerank_refresh()

@@ -1,0 +1,13 @@
+"""The refresh pipeline's glue: one function per Airflow task, called by ``dags/*.py``.
+
+- ``config``: RefreshConfig / RegistryConfig / PublishConfig from Airflow Params and
+  environment variables, with embedded defaults
+- ``refresh``: check_inputs, ensure_model_served, assemble_contexts, score, report,
+  publish, serving_table (the ``prerank_refresh`` DAG)
+- ``report``: the per-run quality report (distributions, coverage, drift)
+- ``pin``: the pinned model version the refresh DAG scores with
+- ``registry``: plan, validate, apply, materialise (the ``feature_registry`` DAG)
+- ``publish_model``: train, evaluate, gate, export, smoke-score, pin (``model_publish``)
+
+Nothing here imports Airflow: the DAG files pass the run's logical date and Params in.
+"""

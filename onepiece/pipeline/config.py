@@ -1,0 +1,235 @@
+"""Configuration of the three DAGs: Airflow Params first, then environment variables,
+then the embedded defaults (a local data root, the project's model repository and feature
+repository, an embedded tritonserver, Beam's in-process runner).
+
+A Param left empty ("" or 0 where noted) means "not set here": the environment variable
+decides, else the default. Nothing machine-specific is hard-coded; every path is
+resolved at run time.
+
+Environment variables (all optional):
+
+==============================  ==========================================================
+ONEPIECE_DATA                   data root (contract tables, scores, pin, reports)
+ONEPIECE_MODEL_REPO             Triton model repository (default: the project's model_repo/)
+ONEPIECE_TRITON_URLS            comma-separated Triton HOST:PORT; empty: embedded server
+ONEPIECE_TRITON_PROTOCOL        grpc (default) or http
+ONEPIECE_FEATURE_REPO           Feast feature repository (default: the project's features/)
+ONEPIECE_BEAM_RUNNER            Beam runner (default FnApiRunner; see onepiece.beam_options)
+ONEPIECE_BEAM_WORKERS           local Beam worker processes (default 2)
+ONEPIECE_BEAM_ARGS              extra Beam flags, shell-quoted (--flink_master=..., ...)
+ONEPIECE_REFRESH_WINDOW_MINUTES scoring window after the logical date (default 60)
+ONEPIECE_MAX_FAILED_REQUESTS    dead-lettered requests tolerated per run (default 0)
+==============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from onepiece.errors import UserError
+from onepiece.storage import DATA_ENV, data_root
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_MODEL_REPO = PROJECT_ROOT / "model_repo"
+
+
+def _pick(params: Mapping[str, Any], key: str, env: Mapping[str, str], env_key: str) -> str:
+    """The Param if set, else the environment variable, else ''. A Param of "" or 0 is
+    "not set" (Airflow Params need a default of their own type)."""
+    value = params.get(key)
+    if value not in (None, "", 0):
+        return str(value)
+    return env.get(env_key, "")
+
+
+def _int(text: str, default: int, name: str) -> int:
+    if text in ("", None):
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{name} must be an integer, got {text!r}") from None
+
+
+def _abs(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A timezone-aware UTC datetime (Airflow hands out pendulum DateTimes)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    value = value.astimezone(dt.UTC)
+    return dt.datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond, tzinfo=dt.UTC,
+    )
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    runner: str = "FnApiRunner"
+    workers: int = 2
+    args: tuple[str, ...] = ()
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], env: Mapping[str, str]) -> BeamConfig:
+        return cls(
+            runner=_pick(params, "beam_runner", env, "ONEPIECE_BEAM_RUNNER") or "FnApiRunner",
+            workers=_int(_pick(params, "beam_workers", env, "ONEPIECE_BEAM_WORKERS"), 2, "beam_workers"),
+            args=tuple(shlex.split(_pick(params, "beam_args", env, "ONEPIECE_BEAM_ARGS"))),
+        )
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Where the model is served: an embedded tritonserver over ``model_repo`` (no URLs)
+    or running Triton servers at ``urls``."""
+
+    model_repo: str
+    model_name: str = "onepiece_ranker"
+    urls: tuple[str, ...] = ()
+    protocol: Literal["grpc", "http"] = "grpc"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], env: Mapping[str, str]) -> ServingConfig:
+        urls = _pick(params, "triton_urls", env, "ONEPIECE_TRITON_URLS")
+        protocol = _pick(params, "triton_protocol", env, "ONEPIECE_TRITON_PROTOCOL") or "grpc"
+        if protocol not in ("grpc", "http"):
+            raise UserError(f"triton protocol must be grpc or http, got {protocol!r}")
+        return cls(
+            model_repo=_abs(
+                _pick(params, "model_repo", env, "ONEPIECE_MODEL_REPO") or str(PROJECT_MODEL_REPO)
+            ),
+            urls=tuple(u.strip() for u in urls.split(",") if u.strip()),
+            protocol=protocol,  # type: ignore[arg-type]
+        )
+
+
+def _feature_repo(params: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    repo = _pick(params, "feature_repo", env, "ONEPIECE_FEATURE_REPO")
+    return _abs(repo) if repo else None
+
+
+def _data(params: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    return _abs(data_root(_pick(params, "data", env, DATA_ENV) or None))
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """One pre-rank refresh: score the candidates of [T, T + window) as of T.
+
+    ``model_version`` None scores with the pinned version (``onepiece.pipeline.pin``),
+    else the newest exported (embedded) or ready (remote) one.
+    """
+
+    data: str
+    serving: ServingConfig
+    window: dt.timedelta = dt.timedelta(hours=1)
+    model_version: int | None = None
+    feature_repo: str | None = None  # None: the project's features/
+    beam: BeamConfig = BeamConfig()
+    max_failed_requests: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window <= dt.timedelta(0):
+            raise UserError(f"the refresh window must be positive, got {self.window}")
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> RefreshConfig:
+        params = params or {}
+        env = os.environ if env is None else env
+        minutes = _int(
+            _pick(params, "window_minutes", env, "ONEPIECE_REFRESH_WINDOW_MINUTES"), 60, "window_minutes"
+        )
+        version = _int(str(params.get("model_version") or ""), 0, "model_version")
+        return cls(
+            data=_data(params, env),
+            serving=ServingConfig.from_params(params, env),
+            window=dt.timedelta(minutes=minutes),
+            model_version=version or None,
+            feature_repo=_feature_repo(params, env),
+            beam=BeamConfig.from_params(params, env),
+            max_failed_requests=_int(
+                _pick(params, "max_failed_requests", env, "ONEPIECE_MAX_FAILED_REQUESTS"), 0,
+                "max_failed_requests",
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """The feature registry update: which repository, over which data root."""
+
+    data: str
+    feature_repo: str | None = None
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> RegistryConfig:
+        params = params or {}
+        env = os.environ if env is None else env
+        return cls(data=_data(params, env), feature_repo=_feature_repo(params, env))
+
+    def repo(self):
+        from onepiece.features.repo import PROJECT_REPO, FeatureRepoConfig
+
+        return FeatureRepoConfig(
+            repo_dir=Path(self.feature_repo) if self.feature_repo else PROJECT_REPO,
+            data_root=self.data,
+        )
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """Model publishing: train a variant (or take ``checkpoint``), gate it, export it.
+
+    Days are counted from the world's logged days: the last logged day is held out for
+    evaluation, the ``train_days`` before it train. ``min_gain`` is the click-AUC margin
+    the new model must reach over the serving one (negative: tolerate a small loss).
+    """
+
+    data: str
+    serving: ServingConfig
+    checkpoint: str | None = None
+    variant: str = "onepiece"
+    train_days: int = 0  # 0: every logged day before the held-out one
+    epochs: int = 4
+    batch_size: int = 64
+    seed: int = 0
+    min_gain: float = 0.0
+    #: Held-out requests used for early stopping and the gate (evenly thinned; 0: all).
+    max_eval_requests: int = 2000
+    feature_repo: str | None = None
+    beam: BeamConfig = BeamConfig()
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> PublishConfig:
+        params = params or {}
+        env = os.environ if env is None else env
+        checkpoint = str(params.get("checkpoint") or "")
+        return cls(
+            data=_data(params, env),
+            serving=ServingConfig.from_params(params, env),
+            checkpoint=_abs(checkpoint) if checkpoint else None,
+            variant=str(params.get("variant") or "onepiece"),
+            train_days=_int(str(params.get("train_days") or ""), 0, "train_days"),
+            epochs=_int(str(params.get("epochs") or ""), 4, "epochs"),
+            batch_size=_int(str(params.get("batch_size") or ""), 64, "batch_size"),
+            seed=_int(str(params.get("seed") or ""), 0, "seed"),
+            min_gain=float(params.get("min_gain") or 0.0),
+            max_eval_requests=_int(str(params.get("max_eval_requests", "")), 2000, "max_eval_requests"),
+            feature_repo=_feature_repo(params, env),
+            beam=BeamConfig.from_params(params, env),
+        )

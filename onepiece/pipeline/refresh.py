@@ -1,0 +1,363 @@
+"""The ``prerank_refresh`` DAG's tasks: one function per task, for the run at time T.
+
+The run scores the candidates requested in the window [T, T + window) as of T: every
+context, anchor and side feature uses only what was observed strictly before T (the
+assembly job's rule), so a backfill of an old date writes what the scheduled run wrote.
+
+Everything a run produces is staged under ``<data>/_runs/prerank_refresh/<partition>/``
+(a root that readers ignore) and only the ``publish`` task moves it into place:
+
+    check_inputs ──┐
+                   ├─> assemble_contexts ─> score ─> report ─> publish ─> serving_table
+    ensure_model_served
+
+- ``assemble_contexts`` runs the Beam contexts job; the side features are fetched from
+  Feast INSIDE that job (``onepiece.assembly.feast_source.FeastSideSource``, one
+  point-in-time query per entity kind as of T), so there is no separate feature task.
+- ``score`` starts the embedded tritonserver for the duration of the Beam scoring job
+  (Airflow tasks are separate processes, a server cannot outlive its task), or uses the
+  configured Triton URLs, and writes the scores partition into the staging root.
+- ``publish`` moves the contexts and scores partitions into place (each in one rename),
+  so a failed run publishes nothing and a rerun replaces a partition in one step.
+- ``serving_table`` points ``<data>/serving/prerank_scores.json`` at the newest published
+  partition: the pre-ranker's documented serving table (see README).
+
+Every function takes the RefreshConfig and T, returns a small JSON-able dict (XCom) and
+may be rerun: the staging root is rebuilt from scratch by ``check_inputs``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from onepiece import storage
+from onepiece.contract import SCORES_SCHEMA, ContractError, conform, validate_manifest
+from onepiece.contract.schemas import TIMESTAMP
+from onepiece.errors import UserError
+from onepiece.pipeline.config import RefreshConfig, as_utc
+from onepiece.pipeline.pin import read_pin
+
+MANIFEST_NAME = "_manifest.json"
+SERVING_POINTER = Path("serving") / "prerank_scores.json"
+_MICRO = dt.timedelta(microseconds=1)
+
+
+def partition_of(start: dt.datetime) -> str:
+    """The scores partition of a run starting at ``start`` (as the scoring job names it)."""
+    start = as_utc(start)
+    return f"dt={start.date().isoformat()}/hour={start.hour:02d}"
+
+
+def staging_root(config: RefreshConfig, start: dt.datetime) -> Path:
+    return Path(config.data) / "_runs" / "prerank_refresh" / partition_of(start)
+
+
+def _remove_staging(config: RefreshConfig, start: dt.datetime) -> None:
+    """Remove the run's staging root and the parents it leaves empty."""
+    root = staging_root(config, start)
+    shutil.rmtree(root, ignore_errors=True)
+    for parent in (root.parent, root.parent.parent, root.parent.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def _window(config: RefreshConfig, start: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    start = as_utc(start)
+    return start, start + config.window
+
+
+def _days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    last = (end - _MICRO).date()
+    return [start.date() + dt.timedelta(days=i) for i in range((last - start.date()).days + 1)]
+
+
+# --- check_inputs ---------------------------------------------------------------------
+
+
+def check_inputs(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """Check the run's inputs exist and conform; reset the run's staging root.
+
+    Fails, naming the table and partition, when a candidates partition of the window or
+    an events partition of the look-back is missing or malformed, when a side-feature
+    table is missing, or when the Feast registry was never applied.
+    """
+    from onepiece.assembly.config import AssemblyConfig
+    from onepiece.assembly.jobs import event_days
+    from onepiece.features.repo import open_store, repo_config
+
+    start, end = _window(config, start)
+    root = config.data
+    candidates = storage.read_table(root, "candidates", _days(start, end), ["request_id", "request_timestamp"])
+    in_window = pc.and_(
+        pc.greater_equal(candidates["request_timestamp"], pa.scalar(start, TIMESTAMP)),
+        pc.less(candidates["request_timestamp"], pa.scalar(end, TIMESTAMP)),
+    )
+    window_rows = candidates.filter(in_window)
+    lookback = AssemblyConfig().lookback
+    ev_days = event_days(root, (start - lookback).date(), (start - _MICRO).date())
+    storage.table_files(root, "events", ev_days)
+    for table in ("items", "users", "queries"):
+        storage.table_files(root, table)
+    repo = _feature_repo(config)
+    registry = str(repo_config(repo).registry.path)
+    # Opening a store on a missing file registry would create an empty one.
+    missing = "://" not in registry and not Path(registry).exists()
+    if missing or not open_store(repo).list_feature_services():
+        raise UserError(
+            f"the Feast registry of {repo.repo_dir} over {root} holds no feature service: "
+            "run the feature_registry DAG (or `onepiece features apply`) first"
+        )
+    _remove_staging(config, start)
+    return {
+        "partition": partition_of(start),
+        "window": [start.isoformat(), end.isoformat()],
+        "candidates": window_rows.num_rows,
+        "requests": pc.count_distinct(window_rows["request_id"]).as_py(),
+        "event_days": [d.isoformat() for d in ev_days],
+    }
+
+
+def _feature_repo(config: RefreshConfig):
+    from onepiece.features.repo import PROJECT_REPO, FeatureRepoConfig
+
+    return FeatureRepoConfig(
+        repo_dir=Path(config.feature_repo) if config.feature_repo else PROJECT_REPO,
+        data_root=config.data,
+    )
+
+
+# --- ensure_model_served --------------------------------------------------------------
+
+
+def _loaded_versions(model_dir: Path, exported: list[int]) -> list[int]:
+    """The versions Triton loads under the model's version policy (config.pbtxt)."""
+    import re
+
+    text = (model_dir / "config.pbtxt").read_text() if (model_dir / "config.pbtxt").is_file() else ""
+    latest = re.search(r"latest\s*\{\s*num_versions:\s*(\d+)", text)
+    return sorted(exported)[-int(latest.group(1)) :] if latest else sorted(exported)
+
+
+def ensure_model_served(config: RefreshConfig) -> dict[str, Any]:
+    """The model version this run scores with, checked to be servable.
+
+    The version is the ``model_version`` Param, else the pin, else the newest one.
+    With Triton URLs: every server must report that version ready with the expected
+    config (the client's preflight). Embedded: the model repository must hold the
+    version's weights and its version policy must load it; the server itself is
+    started by the scoring task.
+    """
+    serving = config.serving
+    pin = read_pin(config.data, serving.model_name)
+    wanted = config.model_version or (pin["version"] if pin else None)
+    if serving.urls:
+        from onepiece.serving.client import TritonClientConfig, TritonRankerClient
+
+        client_config = TritonClientConfig(
+            urls=serving.urls, model_name=serving.model_name, model_version=wanted,
+            protocol=serving.protocol,
+        )
+        with TritonRankerClient(client_config) as client:
+            served = client.preflight()
+        version, config_json = served.version, served.config_json
+    else:
+        from onepiece.serving.export import check_exported
+
+        model_dir = Path(serving.model_repo) / serving.model_name
+        exported = check_exported(serving.model_repo, serving.model_name)
+        version = wanted or max(exported)
+        if version not in exported:
+            raise UserError(
+                f"model {serving.model_name} version {version} (pinned in "
+                f"{'the model_version Param' if config.model_version else 'serving/model_pin.json'}) "
+                f"is not exported in {serving.model_repo} (exported: {exported})"
+            )
+        loaded = _loaded_versions(model_dir, exported)
+        if version not in loaded:
+            raise UserError(
+                f"model {serving.model_name} version {version} is exported but Triton's version "
+                f"policy in {model_dir / 'config.pbtxt'} loads only {loaded}: re-export with "
+                "--latest-versions 0 or pin a newer version"
+            )
+        config_json = (model_dir / str(version) / "config.json").read_text()
+    feature_service = json.loads(config_json).get("feature_service") or "onepiece_ranker_v1"
+    return {
+        "model_name": serving.model_name,
+        "version": version,
+        "feature_service": feature_service,
+        "config_json": config_json,
+        "pinned": pin is not None and pin["version"] == version,
+    }
+
+
+# --- assemble_contexts ----------------------------------------------------------------
+
+
+def assemble_contexts(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> dict[str, Any]:
+    """Build the run's context rows (Beam), side features from Feast as of T, staged."""
+    from onepiece.assembly.config import AssemblyConfig
+    from onepiece.assembly.feast_source import FeastSideSource
+    from onepiece.assembly.jobs import BeamSettings, run_contexts
+
+    start, end = _window(config, start)
+    out = staging_root(config, start) / "contexts" / partition_of(start)
+    source = FeastSideSource(
+        data_root=config.data, repo_dir=config.feature_repo, feature_service=model["feature_service"]
+    )
+    beam = BeamSettings(config.beam.runner, config.beam.workers, config.beam.args)
+    manifest = run_contexts(config.data, start, end, out, AssemblyConfig(), source, beam)
+    return {"rows": manifest["rows"], "defaulted": manifest["defaulted"], "dropped": manifest["dropped"]}
+
+
+# --- score ----------------------------------------------------------------------------
+
+
+def score(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> dict[str, Any]:
+    """Score the staged contexts on Triton (Beam RunInference) into the staging root."""
+    from onepiece.serving.score_job import ScoreJobConfig, score_window
+
+    start, end = _window(config, start)
+    job = ScoreJobConfig(
+        data=str(staging_root(config, start)),
+        start=start,
+        end=end,
+        urls=config.serving.urls,
+        model_name=config.serving.model_name,
+        model_version=int(model["version"]),
+        expected_config_json=model["config_json"],
+        feature_service=model["feature_service"],
+        protocol=config.serving.protocol,
+        max_failed_requests=config.max_failed_requests,
+        runner=config.beam.runner,
+        workers=config.beam.workers,
+        beam_args=config.beam.args,
+    )
+    manifest = score_window(job, config.serving.model_repo)
+    return {"rows": manifest["rows"], "model": manifest["model"], "run_id": manifest["run_id"]}
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def _read_partition(directory: Path) -> pa.Table:
+    files = sorted(directory.glob("*.parquet"))
+    if not files:
+        raise ContractError("scores", str(directory), "partition holds no Parquet files")
+    return pa.concat_tables([conform(pq.read_table(f), "scores", str(f)) for f in files])
+
+
+def published_partitions(data: str) -> list[str]:
+    """Published scores partitions (``dt=.../hour=...``, with a manifest), sorted."""
+    base = Path(data) / "scores"
+    return sorted(
+        str(p.parent.relative_to(base))
+        for p in base.glob(f"dt=*/hour=*/{MANIFEST_NAME}")
+    )
+
+
+def previous_partition(data: str, partition: str) -> str | None:
+    """The newest published partition before ``partition`` (the previous run)."""
+    earlier = [p for p in published_partitions(data) if p < partition]
+    return earlier[-1] if earlier else None
+
+
+def report(config: RefreshConfig, start: dt.datetime, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Write the quality report into the staged partition; returns its headline figures."""
+    from onepiece.pipeline.report import write_report
+
+    start, end = _window(config, start)
+    partition = partition_of(start)
+    staged = staging_root(config, start) / "scores" / partition
+    scores = _read_partition(staged)
+    contexts_manifest = json.loads(
+        (staging_root(config, start) / "contexts" / partition / MANIFEST_NAME).read_text()
+    )
+    previous = previous_partition(config.data, partition)
+    previous_rows = _read_partition(Path(config.data) / "scores" / previous) if previous else None
+    manifest = json.loads((staged / MANIFEST_NAME).read_text())
+    figures = write_report(
+        scores,
+        previous_rows,
+        staged,
+        title=f"prerank_refresh {partition} (as of {start.isoformat()})",
+        candidates_in_window=int(inputs["candidates"]),
+        defaulted=contexts_manifest.get("defaulted") or {},
+        run={
+            "partition": partition,
+            "window": [start.isoformat(), end.isoformat()],
+            "previous_partition": previous,
+            "model": manifest["model"],
+            "scores_run_id": manifest["run_id"],
+        },
+    )
+    return {"coverage": figures["coverage"], "drift": figures["drift"]}
+
+
+# --- publish --------------------------------------------------------------------------
+
+
+def publish(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """Check the staged partition once more, then move contexts and scores into place."""
+    partition = partition_of(start)
+    root = staging_root(config, start)
+    staged_scores = root / "scores" / partition
+    staged_contexts = root / "contexts" / partition
+    if not (staged_scores / MANIFEST_NAME).is_file():
+        raise UserError(f"nothing to publish: {staged_scores} holds no scored partition")
+    rows = _read_partition(staged_scores)
+    if not rows.schema.equals(SCORES_SCHEMA, check_metadata=False):
+        raise ContractError("scores", str(staged_scores), "staged rows do not match SCORES_SCHEMA")
+    manifest = json.loads((staged_scores / MANIFEST_NAME).read_text())
+    validate_manifest(manifest, str(staged_scores / MANIFEST_NAME))
+    if manifest["rows"]["scores"] != rows.num_rows:
+        raise UserError(f"{staged_scores}: manifest counts {manifest['rows']['scores']} rows, files hold {rows.num_rows}")
+    final = Path(config.data) / "scores" / partition
+    if staged_contexts.is_dir():
+        storage.publish_dir(staged_contexts, Path(config.data) / "contexts" / partition)
+    storage.publish_dir(staged_scores, final)
+    _remove_staging(config, start)
+    return {"partition": partition, "path": str(final), "rows": rows.num_rows, "run_id": manifest["run_id"]}
+
+
+# --- serving_table --------------------------------------------------------------------
+
+
+def serving_table(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """Point ``<data>/serving/prerank_scores.json`` at the newest published partition.
+
+    The pre-ranker reads the pointer, then the partition it names (Parquet, one row per
+    (request_id, item_id), with ``score`` and ``rank``). A backfill of an older date
+    publishes its partition without moving the pointer back.
+    """
+    partition = partition_of(start)
+    newest = published_partitions(config.data)[-1:]
+    if partition not in published_partitions(config.data):
+        raise UserError(f"scores partition {partition} is not published under {config.data}")
+    pointer_path = Path(config.data) / SERVING_POINTER
+    current = json.loads(pointer_path.read_text()) if pointer_path.is_file() else None
+    target = newest[0]
+    manifest = json.loads((Path(config.data) / "scores" / target / MANIFEST_NAME).read_text())
+    pointer = {
+        "partition": target,
+        "path": str(Path("scores") / target),
+        "run_id": manifest["run_id"],
+        "model": manifest["model"],
+        "rows": manifest["rows"]["scores"],
+    }
+    if current != pointer:
+        pointer_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pointer_path.with_name(f".{pointer_path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(pointer, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, pointer_path)
+    return pointer | {"moved": current != pointer}

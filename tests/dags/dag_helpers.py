@@ -1,0 +1,77 @@
+"""Helpers for the DAG tests: a throwaway Airflow home, `airflow dags test` runs, tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = REPO_ROOT / "dags"
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an Airflow CLI call on a private AIRFLOW_HOME (SQLite)."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "ONEPIECE_"))
+    }
+    env |= {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        # Tests fail fast instead of retrying (the DAGs retry twice by default).
+        "ONEPIECE_TASK_RETRIES": "0",
+        "ONEPIECE_BEAM_WORKERS": "1",
+    }
+    return env | extra
+
+
+def airflow(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [AIRFLOW, *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def dags_test(env: dict[str, str], dag_id: str, date: str, conf: dict | None = None) -> subprocess.CompletedProcess:
+    """`airflow dags test DAG_ID DATE [-c CONF]`: one real DAG run, tasks in this order."""
+    args = ["dags", "test", dag_id, date]
+    if conf:
+        args += ["-c", json.dumps(conf)]
+    return airflow(env, *args)
+
+
+def tail(result: subprocess.CompletedProcess, lines: int = 60) -> str:
+    return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
+
+
+def tiny_checkpoint(directory: Path, seed: int) -> Path:
+    """A freshly initialised tiny model (tests never need trained weights)."""
+    import torch
+
+    from onepiece.model import ModelConfig, OnePiece, save_checkpoint
+
+    config = ModelConfig(
+        d_model=32, n_layers=2, n_heads=4, id_dim=16, side_dim=8, item_vocab=512,
+        shop_vocab=64, category_vocab=64, user_vocab=128, user_side_vocab=64,
+        query_vocab=64, piece_vocab=128, ih_max_len=16, pa_per_group=4, group_size=4,
+    )
+    torch.manual_seed(seed)
+    return save_checkpoint(OnePiece(config), directory)
+
+
+#: A version whose model fails at inference: the failure injected into scoring.
+BROKEN_EXECUTE = '''
+
+class TritonPythonModel(TritonPythonModel):  # noqa: F811
+    """This version fails every inference request."""
+
+    def execute(self, requests):
+        raise RuntimeError("injected scoring failure")
+'''
+
+#: Small dynamic batches for the tiny world's few requests.
+EXPORT = dict(preferred_batch_sizes=(16, 32), max_batch_size=32, max_queue_delay_us=500)

@@ -1,0 +1,36 @@
+"""The model_publish DAG publishes a given checkpoint as a new, smoke-tested, pinned
+version (the gate's refusals are unit-tested in tests/onepiece/pipeline)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+from dag_helpers import dags_test, tail, tiny_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def test_publish_evaluates_exports_smokes_and_pins_a_checkpoint(
+    deployment, airflow_home, tmp_path
+):
+    # A private copy: the refresh tests keep scoring the shared deployment's version 1.
+    data, repo = tmp_path / "data", tmp_path / "model_repo"
+    shutil.copytree(deployment.data, data)
+    shutil.copytree(deployment.model_repo, repo)
+    env = deployment.env(airflow_home) | {"ONEPIECE_DATA": str(data), "ONEPIECE_MODEL_REPO": str(repo)}
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt-v2", seed=2)
+
+    result = dags_test(env, "model_publish", "2026-11-04",
+                       {"checkpoint": str(checkpoint), "min_gain": -1.0})
+    assert result.returncode == 0, tail(result)
+    log = result.stdout + result.stderr
+    assert "'serving_version': 1" in log  # evaluated against the serving model
+    pin = json.loads((data / "serving" / "model_pin.json").read_text())
+    assert (pin["model_name"], pin["version"], pin["metric"]) == ("onepiece_ranker", 2, "click_auc")
+    exported = repo / "onepiece_ranker" / "2"
+    assert (exported / "model.safetensors").read_bytes() == (checkpoint / "model.safetensors").read_bytes()
+    gap = re.search(r"'max_abs_gap': ([0-9.e-]+)", log)
+    assert gap and float(gap[1]) <= 1e-4  # the smoke test: served scores == in-process scores

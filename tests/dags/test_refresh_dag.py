@@ -1,0 +1,169 @@
+"""The prerank_refresh DAG end to end with `airflow dags test`: real Feast, Beam and an
+embedded tritonserver on the tiny world.
+
+One module runs the DAG four times: a backfill of two dates, a rerun, a failed run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from dag_helpers import BROKEN_EXECUTE, EXPORT, airflow, dags_test, tail
+
+from onepiece import storage
+from onepiece.contract import SCORES_SCHEMA, conform, validate_manifest
+
+pytestmark = pytest.mark.slow
+
+DATES = ("2026-11-02", "2026-11-03")  # logged days of the tiny world (2026-11-01..03)
+WINDOW = dt.timedelta(hours=6)
+SETTINGS = {"ONEPIECE_REFRESH_SCHEDULE": "@daily", "ONEPIECE_REFRESH_WINDOW_MINUTES": "360"}
+
+
+def _partition(date: str) -> str:
+    return f"dt={date}/hour=00"
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def env(airflow_home, deployment):
+    return deployment.env(airflow_home, **SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def backfill(env, deployment):
+    """Both dates, oldest first, as a backfill runs them."""
+    for date in DATES:
+        result = dags_test(env, "prerank_refresh", date)
+        assert result.returncode == 0, tail(result)
+    return deployment
+
+
+def _window_candidates(data: Path, start: dt.datetime) -> pa.Table:
+    rows = storage.read_table(str(data), "candidates", [start.date()])
+    ts = rows["request_timestamp"]
+    return rows.filter(pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)),
+                               pc.less(ts, pa.scalar(start + WINDOW, ts.type))))
+
+
+@pytest.mark.parametrize("date", DATES)
+def test_backfill_writes_one_valid_partition_per_date_from_data_before_it(backfill, date):
+    data = backfill.data
+    start = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
+    final = data / "scores" / _partition(date)
+    files = sorted(p.name for p in final.iterdir())
+    assert files[:4] == ["_manifest.json", "_report.html", "_report.json", "_report.png"]
+    assert files[4:] and all(re.fullmatch(r"part-\d{5}\.parquet", f) for f in files[4:])
+
+    scores = pa.concat_tables(
+        [conform(pq.read_table(f), "scores", str(f)) for f in sorted(final.glob("*.parquet"))]
+    )
+    assert scores.schema.equals(SCORES_SCHEMA, check_metadata=False)
+    expected = _window_candidates(data, start)
+    assert expected.num_rows > 0
+    # Every candidate of the window scored exactly once, nothing else.
+    assert scores.num_rows == expected.num_rows
+    assert scores.group_by(["request_id", "item_id"]).aggregate([]).num_rows == scores.num_rows
+    assert set(scores["request_id"].to_pylist()) == set(expected["request_id"].to_pylist())
+    assert pc.all(pc.equal(scores["scored_at"], pa.scalar(start, scores["scored_at"].type))).as_py()
+    manifest = json.loads((final / "_manifest.json").read_text())
+    validate_manifest(manifest, str(final))
+    assert manifest["model"]["version"] == 1 and manifest["rows"]["scores"] == scores.num_rows
+
+    # Point in time: contexts as of T, histories strictly before T, no event log of day T.
+    contexts_dir = data / "contexts" / _partition(date)
+    contexts = pq.read_table(contexts_dir)
+    assert pc.all(pc.equal(contexts["as_of"], pa.scalar(start, contexts["as_of"].type))).as_py()
+    history = pc.list_flatten(contexts["ih_ts"])
+    assert len(history) > 0 and pc.max(history).as_py() < start
+    event_inputs = [
+        i["path"] for i in json.loads((contexts_dir / "_manifest.json").read_text())["inputs"]
+        if i["path"].startswith("events/")
+    ]
+    assert event_inputs and all(re.search(r"dt=(\d{4}-\d\d-\d\d)", p)[1] < date for p in event_inputs)
+
+    report = json.loads((final / "_report.json").read_text())
+    assert report["coverage"]["scored"] == scores.num_rows
+    assert report["coverage"]["scored_share"] == 1.0
+    assert report["distributions"]["score"]["q05"] <= report["distributions"]["score"]["q95"]
+    assert (final / "_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<img src='_report.png'" in (final / "_report.html").read_text()
+
+
+def test_the_second_date_reports_drift_against_the_first_and_is_served(backfill):
+    data = backfill.data
+    report = json.loads((data / "scores" / _partition(DATES[1]) / "_report.json").read_text())
+    assert report["run"]["previous_partition"] == _partition(DATES[0])
+    drift = report["drift"]
+    assert drift["previous_rows"] > 0 and 0 <= drift["score_ks"] <= 1 and drift["score_psi"] >= 0
+    first = json.loads((data / "scores" / _partition(DATES[0]) / "_report.json").read_text())
+    assert first["drift"] is None  # nothing was published before the first date
+
+    pointer = json.loads((data / "serving" / "prerank_scores.json").read_text())
+    assert pointer["partition"] == _partition(DATES[1])
+    assert (data / pointer["path"] / "_manifest.json").is_file()
+    assert not (data / "_runs").exists()  # staging removed after publishing
+
+
+def test_backfill_create_plans_exactly_these_logical_dates(backfill, env):
+    result = airflow(env, "backfill", "create", "--dag-id", "prerank_refresh",
+                     "--from-date", DATES[0], "--to-date", DATES[1], "--dry-run")
+    assert result.returncode == 0, tail(result)
+    planned = re.findall(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d):\d\d\+00:00", result.stdout)
+    assert planned == [(DATES[0], "00:00"), (DATES[1], "00:00")]
+
+
+def test_a_rerun_writes_identical_bytes(backfill, env):
+    final = backfill.data / "scores" / _partition(DATES[1])
+    before = _files(final)
+    result = dags_test(env, "prerank_refresh", DATES[1])
+    assert result.returncode == 0, tail(result)
+    after = _files(final)
+    assert sorted(after) == sorted(before)
+    for name in before:
+        if name != "_manifest.json":  # the manifest records the wall clock
+            assert after[name] == before[name], name
+    manifests = [json.loads(x["_manifest.json"]) for x in (before, after)]
+    assert manifests[0]["run_id"] == manifests[1]["run_id"]
+    assert manifests[0]["created_at"] <= manifests[1]["created_at"]
+
+
+def test_a_failure_in_scoring_publishes_nothing_and_keeps_the_previous_partition(
+    backfill, env, tmp_path
+):
+    from onepiece.serving.export import ADAPTER_SOURCE, ExportConfig, write_config_pbtxt
+
+    # Version 2 of a copy of the model repository loads but fails every request.
+    repo = tmp_path / "model_repo"
+    shutil.copytree(backfill.model_repo, repo)
+    model_dir = repo / "onepiece_ranker"
+    shutil.copytree(model_dir / "1", model_dir / "2")
+    (model_dir / "2" / "model.py").write_text(ADAPTER_SOURCE + BROKEN_EXECUTE)
+    write_config_pbtxt(model_dir, ExportConfig(**EXPORT))
+
+    data = backfill.data
+    final = data / "scores" / _partition(DATES[1])
+    before = _files(final)
+    pointer = (data / "serving" / "prerank_scores.json").read_bytes()
+    result = dags_test(env, "prerank_refresh", DATES[1],
+                       {"model_repo": str(repo), "model_version": 2})
+
+    assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert "injected scoring failure" in log and "nothing published" in log
+    assert _files(final) == before
+    assert sorted(p.name for p in final.parent.iterdir()) == ["hour=00"]  # no staging leftovers
+    assert (data / "serving" / "prerank_scores.json").read_bytes() == pointer
+    dead = list((data / "_runs").rglob("requests.jsonl"))
+    assert dead, "the failed requests are kept for inspection in the run's staging root"

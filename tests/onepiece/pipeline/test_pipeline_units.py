@@ -1,0 +1,158 @@
+"""The pipeline glue without Airflow: configuration precedence, pin, report figures,
+the serving pointer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from onepiece.contract import SCORES_SCHEMA
+from onepiece.errors import UserError
+from onepiece.pipeline import refresh
+from onepiece.pipeline.config import PROJECT_MODEL_REPO, RefreshConfig
+from onepiece.pipeline.pin import read_pin, write_pin
+from onepiece.pipeline.report import ks_distance, psi, quality_figures
+
+
+def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
+    env = {"ONEPIECE_DATA": str(tmp_path / "env-data"), "ONEPIECE_TRITON_URLS": "a:1, b:2",
+           "ONEPIECE_REFRESH_WINDOW_MINUTES": "30", "ONEPIECE_BEAM_ARGS": "--x=1 --y='a b'"}
+    config = RefreshConfig.from_params({"window_minutes": 0, "model_version": 0, "data": ""}, env)
+    assert config.data == str(tmp_path / "env-data")
+    assert config.serving.urls == ("a:1", "b:2")
+    assert config.window == dt.timedelta(minutes=30)
+    assert config.model_version is None
+    assert config.beam.args == ("--x=1", "--y=a b")
+    assert config.serving.model_repo == str(PROJECT_MODEL_REPO)
+
+    config = RefreshConfig.from_params(
+        {"window_minutes": 1440, "model_version": 3, "data": str(tmp_path / "p"), "triton_urls": "c:3"}, env
+    )
+    assert (config.window, config.model_version, config.serving.urls) == (dt.timedelta(days=1), 3, ("c:3",))
+    assert config.data == str(tmp_path / "p")
+
+    defaults = RefreshConfig.from_params({}, {})
+    assert defaults.window == dt.timedelta(hours=1) and defaults.serving.urls == ()
+    assert defaults.beam.runner == "FnApiRunner"
+
+
+def test_bad_configuration_is_named():
+    with pytest.raises(UserError, match="window_minutes must be an integer, got 'soon'"):
+        RefreshConfig.from_params({}, {"ONEPIECE_REFRESH_WINDOW_MINUTES": "soon"})
+    with pytest.raises(UserError, match="protocol must be grpc or http"):
+        RefreshConfig.from_params({}, {"ONEPIECE_TRITON_PROTOCOL": "smoke"})
+
+
+def test_pin_roundtrip_keeps_the_previous_version(tmp_path):
+    data = str(tmp_path)
+    assert read_pin(data, "onepiece_ranker") is None
+    write_pin(data, "onepiece_ranker", 1)
+    pin = write_pin(data, "onepiece_ranker", 2, metric="click_auc", value=0.61)
+    assert read_pin(data, "onepiece_ranker") == pin
+    assert (pin["version"], pin["previous_version"], pin["value"]) == (2, 1, 0.61)
+    with pytest.raises(UserError, match="names model 'onepiece_ranker', not 'other'"):
+        read_pin(data, "other")
+    (tmp_path / "serving" / "model_pin.json").write_text("{not json")
+    with pytest.raises(UserError, match="model_pin.json is unreadable"):
+        read_pin(data, "onepiece_ranker")
+
+
+def test_drift_figures_separate_same_from_shifted_distributions():
+    rng = np.random.default_rng(0)
+    before = rng.normal(0, 1, 5000)
+    same, shifted = rng.normal(0, 1, 5000), rng.normal(1, 1, 5000)
+    assert psi(same, before) < 0.05 < psi(shifted, before)
+    assert ks_distance(same, before) < 0.05 < 0.3 < ks_distance(shifted, before) <= 1
+    assert ks_distance(before, before) == 0 and psi(before, np.array([])) is None
+
+
+def _scores(n: int, shift: float, items: range) -> pa.Table:
+    rng = np.random.default_rng(n)
+    columns = {
+        "request_id": [f"r{i // 4}" for i in range(n)],
+        "user_id": np.arange(n) % 7,
+        "query_id": np.arange(n) % 3,
+        "item_id": np.array(items)[np.arange(n) % len(items)],
+        **{f"p_{t}": rng.random(n).astype(np.float32) for t in ("impression", "click", "add_to_cart", "order")},
+        "score": (rng.random(n) + shift).astype(np.float32),
+        "rank": (np.arange(n) % 4).astype(np.int32),
+        "model_name": ["m"] * n, "model_version": np.ones(n, np.int32), "feature_service": ["fs"] * n,
+        "scored_at": [dt.datetime(2026, 11, 3, tzinfo=dt.UTC)] * n,
+    }
+    return pa.table(columns, schema=SCORES_SCHEMA)
+
+
+def test_quality_figures_count_coverage_and_drift():
+    now, before = _scores(400, 0.5, range(100, 150)), _scores(200, 0.0, range(125, 200))
+    figures = quality_figures(now, before, candidates_in_window=500, defaulted={"unknown_items": 3})
+    assert figures["coverage"] | {"defaulted": None} == {
+        "scored": 400, "candidates_in_window": 500, "scored_share": 0.8, "requests": 100,
+        "items": 50, "users": 7, "defaulted": None,
+    }
+    assert figures["drift"]["items_seen_before_share"] == 0.5  # items 125..149 of 100..149
+    assert figures["drift"]["score_mean_shift"] == pytest.approx(0.5, abs=0.1)
+    assert quality_figures(now, None, 400, {})["drift"] is None
+
+
+def _published(data, partition: str, run_id: str) -> None:
+    where = data / "scores" / partition
+    where.mkdir(parents=True)
+    manifest = {"run_id": run_id, "model": {"name": "m", "version": 1}, "rows": {"scores": 5}}
+    (where / "_manifest.json").write_text(json.dumps(manifest))
+
+
+def test_the_serving_pointer_follows_the_newest_partition_and_never_moves_back(tmp_path):
+    config = RefreshConfig.from_params({"data": str(tmp_path)}, {})
+    _published(tmp_path, "dt=2026-11-03/hour=00", "new")
+    first = refresh.serving_table(config, dt.datetime(2026, 11, 3, tzinfo=dt.UTC))
+    assert (first["partition"], first["run_id"], first["moved"]) == ("dt=2026-11-03/hour=00", "new", True)
+
+    _published(tmp_path, "dt=2026-11-02/hour=00", "old")  # a backfill of an older date
+    again = refresh.serving_table(config, dt.datetime(2026, 11, 2, tzinfo=dt.UTC))
+    assert (again["partition"], again["moved"]) == ("dt=2026-11-03/hour=00", False)
+    assert refresh.previous_partition(str(tmp_path), "dt=2026-11-03/hour=00") == "dt=2026-11-02/hour=00"
+    with pytest.raises(UserError, match="dt=2026-11-05/hour=00 is not published"):
+        refresh.serving_table(config, dt.datetime(2026, 11, 5, tzinfo=dt.UTC))
+
+
+def test_publish_refuses_a_run_that_scored_nothing(tmp_path):
+    config = RefreshConfig.from_params({"data": str(tmp_path)}, {})
+    with pytest.raises(UserError, match="nothing to publish"):
+        refresh.publish(config, dt.datetime(2026, 11, 3, tzinfo=dt.UTC))
+    assert not (tmp_path / "scores").exists()
+
+
+def test_the_gate_passes_a_better_model_and_refuses_a_worse_or_unmeasured_one(tmp_path):
+    from onepiece.pipeline.config import PublishConfig
+    from onepiece.pipeline.publish_model import gate
+
+    config = PublishConfig.from_params({"data": str(tmp_path), "min_gain": 0.01}, {})
+    evaluation = {"metric": "click_auc", "serving_version": 3}
+    assert gate(config, evaluation | {"candidate": 0.70, "serving": 0.68})["passed"]
+    assert gate(config, evaluation | {"candidate": 0.60, "serving": None})["margin"] is None
+    with pytest.raises(UserError, match=r"0\.6850 does not reach the serving version 3's 0\.6800 \+ min_gain 0\.01"):
+        gate(config, evaluation | {"candidate": 0.685, "serving": 0.68})
+    with pytest.raises(UserError, match="has no click_auc"):
+        gate(config, evaluation | {"candidate": None, "serving": 0.68})
+
+
+def test_check_inputs_names_what_is_missing(tiny_world, tmp_path):
+    import shutil
+
+    from onepiece.contract import ContractError
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world, data)
+    config = RefreshConfig.from_params({"data": str(data), "window_minutes": 60}, {})
+    with pytest.raises(UserError, match="holds no feature service: run the feature_registry DAG"):
+        refresh.check_inputs(config, dt.datetime(2026, 11, 3, 12, tzinfo=dt.UTC))
+    with pytest.raises(ContractError, match=r"candidates.*dt=2026-11-07.*partition is missing"):
+        refresh.check_inputs(config, dt.datetime(2026, 11, 7, tzinfo=dt.UTC))
+    shutil.rmtree(data / "events" / "dt=2026-11-02")
+    with pytest.raises(ContractError, match=r"events.*dt=2026-11-02.*partition is missing"):
+        refresh.check_inputs(config, dt.datetime(2026, 11, 3, 12, tzinfo=dt.UTC))
+    assert not (data / "feast" / "registry.db").exists()  # checking registers nothing
