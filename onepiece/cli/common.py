@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import sys
 from collections.abc import Callable
@@ -42,3 +43,26 @@ def friendly_errors(func: F) -> F:
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+def parse_utc_time(value: str, option: str) -> dt.datetime:
+    """An ISO time from option ``option``; naive times are UTC. Bad input is a UserError."""
+    from onepiece.errors import UserError
+
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(
+            f"invalid {option} {value!r}: expected an ISO time such as 2026-11-04T00:00:00Z"
+        ) from None
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def parse_day(value: str, option: str) -> dt.date:
+    """A YYYY-MM-DD day from option ``option``. Bad input is a UserError."""
+    from onepiece.errors import UserError
+
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"invalid {option} {value!r}: expected YYYY-MM-DD") from None

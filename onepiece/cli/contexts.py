@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 import typer
 
 from onepiece.cli import app
-from onepiece.cli.common import DataOption, console, friendly_errors
+from onepiece.cli.common import DataOption, console, friendly_errors, parse_day, parse_utc_time
 
 RunnerOption = Annotated[
     str,
@@ -26,25 +25,6 @@ RepoOption = Annotated[
 ServiceOption = Annotated[
     str | None, typer.Option("--feature-service", help="Feature service to serve (default: onepiece_ranker_v1).")
 ]
-
-
-def _time(value: str, option: str) -> dt.datetime:
-    from onepiece.errors import UserError
-
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"invalid {option} {value!r}: expected an ISO time such as 2026-11-04T00:00:00Z") from None
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
-
-
-def _day(value: str, option: str) -> dt.date:
-    from onepiece.errors import UserError
-
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"invalid {option} {value!r}: expected YYYY-MM-DD") from None
 
 
 def _settings(runner: str, workers: int, beam_arg: list[str] | None, shards: int):
@@ -91,7 +71,7 @@ def contexts(
 
     config, beam_settings = _settings(runner, workers, beam_arg, shards)
     manifest = run_contexts(
-        data, _time(start, "--start"), _time(end, "--end"), out, config,
+        data, parse_utc_time(start, "--start"), parse_utc_time(end, "--end"), out, config,
         _source(data, feature_repo, feature_service), beam_settings,
     )
     _report(manifest, out)
@@ -116,7 +96,7 @@ def trainset(
 
     config, beam_settings = _settings(runner, workers, beam_arg, shards)
     manifest = run_trainset(
-        data, _day(from_day, "--from-day"), _day(to_day, "--to-day"), out, config,
+        data, parse_day(from_day, "--from-day"), parse_day(to_day, "--to-day"), out, config,
         _source(data, feature_repo, feature_service), beam_settings,
     )
     _report(manifest, out)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from onepiece.cli import app
-from onepiece.cli.common import DataOption, console, friendly_errors
+from onepiece.cli.common import DataOption, console, friendly_errors, parse_utc_time
 
 features_app = typer.Typer(
     name="features",
@@ -75,14 +75,8 @@ def materialize(
     ] = None,
 ) -> None:
     """Incrementally load the feature views into the online store, up to --end."""
-    import datetime as dt
-
-    from onepiece.errors import UserError
     from onepiece.features.materialize import materialize as run
 
-    try:
-        end_time = dt.datetime.fromisoformat(end)
-    except ValueError:
-        raise UserError(f"invalid --end {end!r}: expected an ISO-8601 time") from None
+    end_time = parse_utc_time(end, "--end")
     for done in run(_config(repo, data), end_time, views=view or None):
         console.print(f"{done.view}: {done.start.isoformat()} -> {done.end.isoformat()}")

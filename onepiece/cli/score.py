@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from onepiece.cli import app
-from onepiece.cli.common import DataOption, console, friendly_errors
-
-
-def _time(value: str, option: str) -> dt.datetime:
-    from onepiece.errors import UserError
-
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"invalid {option} {value!r}: expected an ISO time such as 2026-11-04T00:00:00Z") from None
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+from onepiece.cli.common import DataOption, console, friendly_errors, parse_utc_time
 
 
 @app.command()
@@ -66,7 +55,7 @@ def score(
             raise UserError(f"--checkpoint {checkpoint} has no config.json")
         expected = (checkpoint / "config.json").read_text()
     config = ScoreJobConfig(
-        data=data_root(data), start=_time(start, "--start"), end=_time(end, "--end"),
+        data=data_root(data), start=parse_utc_time(start, "--start"), end=parse_utc_time(end, "--end"),
         urls=tuple(url or ()), contexts_dir=contexts, model_version=model_version,
         expected_config_json=expected, feature_service=feature_service,
         fusion=FusionConfig(alpha=alpha, a=a, b=b, beta=beta, gamma=gamma), protocol=protocol,  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from onepiece.cli import app
-from onepiece.cli.common import console, friendly_errors
+from onepiece.cli.common import console, friendly_errors, parse_day
 from onepiece.storage import DATA_ENV
 
 if TYPE_CHECKING:
@@ -41,10 +40,7 @@ def world(
     from onepiece.storage import data_root
     from onepiece.world import WorldConfig, generate_world
 
-    try:
-        start = dt.date.fromisoformat(start_date)
-    except ValueError:
-        raise UserError(f"invalid --start-date {start_date!r}: expected YYYY-MM-DD") from None
+    start = parse_day(start_date, "--start-date")
     config = WorldConfig(seed=seed, n_users=users, n_items=items, n_queries=queries, days=days,
                          start_date=start, candidates_per_request=candidates,
                          impressions_per_request=impressions)
