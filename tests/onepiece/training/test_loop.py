@@ -68,12 +68,6 @@ def test_other_backbones_and_modes_train(tiny_split, tiny_model, variant: str) -
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="measured 2026-11-24: on the tiny world at this budget onePiece reaches click AUC "
-    "0.72-0.78 against 0.78-0.80 for item click counts (and 0.805 for the ctr_7d feature "
-    "alone); see the training report. Kept asserting the claim so a fix shows up as XPASS.",
-)
 def test_onepiece_beats_a_popularity_baseline(tiny_split, tiny_model) -> None:
     """Click AUC on the held-out day: onePiece (early-stopped on a validation part of the
     training days, never on the test day) against item click counts of the training days."""
