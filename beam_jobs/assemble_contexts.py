@@ -10,43 +10,24 @@ onepiece/beam_options.py. The transforms are in onepiece/assembly/transforms.py.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 
-from onepiece.assembly import AssemblyConfig
-from onepiece.assembly.feast_source import FeastSideSource
-from onepiece.assembly.jobs import BeamSettings, run_contexts
-
-
-def _time(value: str) -> dt.datetime:
-    parsed = dt.datetime.fromisoformat(value)
-    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
+from onepiece.assembly.job_args import job_parser, job_settings, utc_time
+from onepiece.assembly.jobs import run_contexts
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=None, help="data root (default $ONEPIECE_DATA, then ./data)")
-    p.add_argument("--start", required=True, type=_time, help="ISO time; every row is as of it")
-    p.add_argument("--end", required=True, type=_time, help="ISO time, exclusive")
-    p.add_argument("--out", required=True, help="directory to publish into")
-    p.add_argument("--runner", default="FnApiRunner")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--shards", type=int, default=AssemblyConfig.shards)
-    p.add_argument("--feature-repo", default=None, help="Feast repo (default: features/)")
+    p = job_parser(__doc__.splitlines()[0])
+    p.add_argument("--start", required=True, type=utc_time, help="ISO time; every row is as of it")
+    p.add_argument("--end", required=True, type=utc_time, help="ISO time, exclusive")
     return p
 
 
 def run(argv: list[str] | None = None) -> dict:
     """Parse job flags (the rest go to Beam), run the job, return its manifest."""
-    from onepiece.storage import data_root
-
     args, beam_args = parser().parse_known_args(argv)
-    data = data_root(args.data)
-    return run_contexts(
-        data, args.start, args.end, args.out, AssemblyConfig(shards=args.shards),
-        FeastSideSource(data_root=data, repo_dir=args.feature_repo),
-        BeamSettings(args.runner, args.workers, tuple(beam_args)),
-    )
+    data, config, side_source, beam_settings = job_settings(args, beam_args)
+    return run_contexts(data, args.start, args.end, args.out, config, side_source, beam_settings)
 
 
 if __name__ == "__main__":

