@@ -21,6 +21,8 @@ import os
 
 from airflow.sdk import Asset, Param, dag, task
 
+from onepiece.pipeline.config import task_retry_args
+
 FEATURE_REGISTRY = Asset(name="onepiece_feature_registry")
 
 
@@ -38,10 +40,7 @@ def _config(context):
     ),
     catchup=False,
     max_active_runs=1,  # Feast's file registry takes no concurrent writers
-    default_args={
-        "retries": int(os.environ.get("ONEPIECE_TASK_RETRIES", "2")),
-        "retry_delay": dt.timedelta(seconds=int(os.environ.get("ONEPIECE_RETRY_DELAY_S", "30"))),
-    },
+    default_args=task_retry_args(),
     tags=["onepiece"],
     params={
         "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),

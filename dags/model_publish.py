@@ -17,9 +17,10 @@ with ``airflow dags test``. Each task body is one call into
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 from airflow.sdk import Asset, Param, dag, task
+
+from onepiece.pipeline.config import task_retry_args
 
 MODEL_PIN = Asset(name="onepiece_model_pin")
 
@@ -36,10 +37,7 @@ def _config(context):
     start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,  # one new version at a time
-    default_args={
-        "retries": int(os.environ.get("ONEPIECE_TASK_RETRIES", "2")),
-        "retry_delay": dt.timedelta(seconds=int(os.environ.get("ONEPIECE_RETRY_DELAY_S", "30"))),
-    },
+    default_args=task_retry_args(),
     tags=["onepiece"],
     params={
         "checkpoint": Param("", type="string", description="Checkpoint directory to publish; empty: train one."),

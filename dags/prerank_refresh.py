@@ -29,13 +29,11 @@ import os
 
 from airflow.sdk import Asset, Param, dag, task
 
+from onepiece.pipeline.config import task_retry_args
+
 FEATURE_REGISTRY = Asset(name="onepiece_feature_registry")
 MODEL_PIN = Asset(name="onepiece_model_pin")
 
-RETRIES = {
-    "retries": int(os.environ.get("ONEPIECE_TASK_RETRIES", "2")),
-    "retry_delay": dt.timedelta(seconds=int(os.environ.get("ONEPIECE_RETRY_DELAY_S", "30"))),
-}
 
 
 def _config(context):
@@ -52,7 +50,7 @@ def _config(context):
     ),
     catchup=False,
     max_active_runs=1,
-    default_args=RETRIES,
+    default_args=task_retry_args(),
     tags=["onepiece"],
     params={
         "window_minutes": Param(0, type="integer", minimum=0,

@@ -233,3 +233,13 @@ class PublishConfig:
             feature_repo=_feature_repo(params, env),
             beam=BeamConfig.from_params(params, env),
         )
+
+
+def task_retry_args(env: Mapping[str, str] | None = None) -> dict[str, object]:
+    """Airflow ``default_args`` for retries on transient failures, shared by every DAG:
+    ``$ONEPIECE_TASK_RETRIES`` (default 2) every ``$ONEPIECE_RETRY_DELAY_S`` s (default 30)."""
+    env = os.environ if env is None else env
+    return {
+        "retries": int(env.get("ONEPIECE_TASK_RETRIES", "2")),
+        "retry_delay": dt.timedelta(seconds=int(env.get("ONEPIECE_RETRY_DELAY_S", "30"))),
+    }
