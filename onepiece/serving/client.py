@@ -236,7 +236,19 @@ class TritonRankerClient:
                 f"Triton server down or unreachable ({cfg.protocol}): " + "; ".join(problems)
             )
         version = cfg.model_version or self._newest_common_version(reachable)
-        served = [self._check_server(url, version) for url in reachable]
+        served, checked = [], []
+        for url in reachable:
+            try:
+                served.append(self._check_server(url, version))
+                checked.append(url)
+            except Exception:
+                # A server that died after the liveness probe is dropped like any down
+                # server (failover); a live server's real mismatch is re-raised.
+                if self._still_live(url):
+                    raise
+        if not served:
+            raise TritonUnavailable(f"every Triton server went down during preflight: {reachable}")
+        reachable = checked
         first = served[0]
         for url, other in zip(reachable, served):
             if other.config_sha256 != first.config_sha256:
@@ -278,6 +290,12 @@ class TritonRankerClient:
                 f"({', '.join(urls)})"
             )
         return max(common)
+
+    def _still_live(self, url: str) -> bool:
+        try:
+            return bool(self._client(url).is_server_live())
+        except Exception:  # noqa: BLE001
+            return False
 
     def _check_server(self, url: str, version: int) -> ServedModel:
         from onepiece.model.inputs import OUTPUT_SPECS, TENSOR_SPECS
