@@ -49,8 +49,7 @@ def build_inputs(root: Path, world: str, hours: int) -> tuple[Path, Path, dict]:
     world_s = time.perf_counter() - began
     apply(FeatureRepoConfig(data_root=str(data)))  # the Feast registry of this data root
     live_day = config.start_date + dt.timedelta(days=config.days)
-    # The live day has no events yet, so a window on it starts at its midnight (contexts
-    # use only what was observed before T).
+    # A window from the live day's midnight: contexts use only what was observed before T.
     start = dt.datetime.combine(live_day, dt.time(0), dt.UTC)
     end = start + dt.timedelta(hours=hours)
     contexts = data / "contexts" / f"dt={live_day.isoformat()}" / "hour=00"

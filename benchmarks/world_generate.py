@@ -38,7 +38,7 @@ def simulate_only(config: WorldConfig) -> float:
     biases = None
     for day in range(config.days + 1):
         rng = np.random.default_rng([config.seed, 10, day])
-        _, biases = simulate_day(world, day, prices, rng, biases, logged=day < config.days)
+        _, biases = simulate_day(world, day, prices, rng, biases)
     return time.perf_counter() - started
 
 

@@ -2,7 +2,7 @@
 # The README's main job on embedded defaults. Usage: scripts/demo.sh [DATA_DIR]
 #
 # 1. generates the default synthetic world (seed 7: 2000 users, 5000 items, 300 queries,
-#    8 logged days plus a live day of candidates), unless DATA_DIR already holds it;
+#    8 history days plus the live day the demo scores), unless DATA_DIR already holds it;
 # 2. runs the feature_registry DAG: plan, validate, apply and materialise features/;
 # 3. runs the model_publish DAG: builds training sets with Beam, trains a small onePiece
 #    model, evaluates and gates it, exports it into DATA_DIR/model_repo, smoke-scores it
@@ -12,8 +12,8 @@
 #
 # Every DAG runs with `airflow dags test` on a throwaway AIRFLOW_HOME under DATA_DIR.
 # Knobs (environment): DEMO_EPOCHS (1), DEMO_TRAIN_DAYS (1), DEMO_EVAL_REQUESTS (500),
-# DEMO_HOUR (0: the UTC hour of the live day to score; a later hour would need that day's
-# events, which the world does not log), ONEPIECE_REFRESH_WINDOW_MINUTES (60).
+# DEMO_HOUR (0: the UTC hour of the live day to score; any hour 0-23 works, the contexts
+# read that day's events before it), ONEPIECE_REFRESH_WINDOW_MINUTES (60).
 # The defaults keep the demo short on 2 busy cores; raise them for a better model.
 set -euo pipefail
 cd "$(dirname "$0")/.."

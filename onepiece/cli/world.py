@@ -28,7 +28,7 @@ def world(
     users: Annotated[int, typer.Option(help="Number of users.")] = 2000,
     items: Annotated[int, typer.Option(help="Number of items.")] = 5000,
     queries: Annotated[int, typer.Option(help="Number of distinct queries.")] = 300,
-    days: Annotated[int, typer.Option(help="Days with events (>= 2); candidates cover one more, live day.")] = 8,
+    days: Annotated[int, typer.Option(help="History days (>= 2) that feed the daily statistics; one more, the live day the demo scores, follows.")] = 8,
     candidates: Annotated[int, typer.Option(help="Recall candidates per request.")] = 200,
     impressions: Annotated[int, typer.Option(help="Impressions per request (upstream top-k).")] = 20,
     start_date: Annotated[str, typer.Option(help="First day of the world (YYYY-MM-DD).")] = "2026-11-01",
@@ -84,9 +84,9 @@ def _print_summary(summary: WorldSummary) -> None:
     table = Table(title=f"world written to {summary.out}", show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")
-    table.add_row("logged days", f"{len(summary.logged_days)} ({summary.logged_days[0]} .. {summary.logged_days[-1]})")
-    table.add_row("live day (candidates only)", summary.live_day)
-    table.add_row("requests (logged / live)", f"{summary.requests:,} / {summary.live_requests:,}")
+    table.add_row("history days", f"{len(summary.history_days)} ({summary.history_days[0]} .. {summary.history_days[-1]})")
+    table.add_row("live day (scored by the demo)", summary.live_day)
+    table.add_row("requests (history / live)", f"{summary.requests:,} / {summary.live_requests:,}")
     table.add_row("candidate rows", f"{summary.candidates:,}")
     for name, count in summary.events.items():
         table.add_row(f"events: {name}", f"{count:,}")

@@ -1,8 +1,9 @@
 """A synthetic search marketplace that writes the contract's input tables.
 
-``generate_world(WorldConfig(...), out)`` simulates D logged days plus one live day and
+``generate_world(WorldConfig(...), out)`` simulates D history days plus one live day and
 publishes, atomically, under ``out``: ``items/``, ``users/``, ``queries/`` (snapshot
-histories), ``events/dt=.../`` for days 1..D, ``candidates/dt=.../`` for days 1..D+1,
+histories built from days 1..D), ``events/dt=.../`` and ``candidates/dt=.../`` for days
+1..D+1 (an hourly refresh at T on the live day reads that day's events before T),
 ``world.json`` (config, counts, hidden weights) and ``_truth/`` (the hidden state).
 Everything is drawn from numpy generators seeded by (seed, stream, day), so a seed gives
 byte-identical files; all work is vectorised per day (no Python loop per event).

@@ -29,7 +29,7 @@ class WorldConfig:
     n_users: int = 2000
     n_items: int = 5000
     n_queries: int = 300
-    days: int = 8  # days with events; candidates cover days + 1 (the live day)
+    days: int = 8  # history days; the live day D+1 follows (events and candidates)
     start_date: dt.date = dt.date(2026, 11, 1)
 
     # catalogue

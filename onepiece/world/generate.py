@@ -27,12 +27,12 @@ class WorldSummary:
     """What a generated world holds (also written, minus the wall time, to world.json)."""
 
     out: str
-    logged_days: list[str]
+    history_days: list[str]
     live_day: str
-    requests: int  # logged requests (days 1..D)
-    live_requests: int  # requests of the live day (candidates only)
+    requests: int  # requests of the history days 1..D
+    live_requests: int  # requests of the live day D+1 (the day the demo scores)
     candidates: int  # candidate rows over all days
-    events: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)  # every day's, the live day's too
     item_rows: int = 0
     user_rows: int = 0
     query_rows: int = 0
@@ -68,27 +68,29 @@ def generate_world(
     requests = live_requests = candidate_rows = 0
     with staged_dir(out) as root:
         for day in range(config.days + 1):
-            logged = day < config.days
-            label = f"day {day + 1}/{config.days + 1} {config.day(day)}" + ("" if logged else " (live)")
+            live = day == config.days
+            label = f"day {day + 1}/{config.days + 1} {config.day(day)}" + (" (live)" if live else "")
             report(label, day, steps)
             rng = np.random.default_rng([config.seed, 10, day])
-            traffic, biases = simulate_day(world, day, prices, rng, biases, logged, mech)
+            traffic, biases = simulate_day(world, day, prices, rng, biases, mech)
             part = day_partition(config.day(day))
             writer.write_table(writer.candidates_table(world, day, traffic), "candidates", root,
                                f"candidates/{part}/part-0.parquet", day, world)
+            # The live day's log is written too: an hourly refresh at T reads its events
+            # before T, as a live log would hold them (every job reads strictly before T).
+            writer.write_table(writer.events_table(world, day, traffic), "events", root,
+                               f"events/{part}/part-0.parquet", day, world)
             candidate_rows += traffic.candidates.size
             item_seen[traffic.candidates.ravel()] = True
             user_seen[traffic.user] = True
-            if traffic.funnel is None:  # the live day: candidates only
-                live_requests = traffic.user.size
-                continue
-            writer.write_table(writer.events_table(world, day, traffic), "events", root,
-                               f"events/{part}/part-0.parquet", day, world)
-            requests += traffic.user.size
             events["impression"] += traffic.funnel.shown.size
             events["click"] += int(traffic.funnel.click.sum())
             events["add_to_cart"] += int(traffic.funnel.add_to_cart.sum())
             events["order"] += int(traffic.funnel.order.sum())
+            if live:  # the published daily statistics end where the live day starts
+                live_requests = traffic.user.size
+                continue
+            requests += traffic.user.size
             counts.append(count_day(world, traffic))
 
         report("statistics and snapshots", steps - 1, steps)
@@ -103,7 +105,7 @@ def generate_world(
 
         summary = WorldSummary(
             out=str(out),
-            logged_days=[config.day(d).isoformat() for d in range(config.days)],
+            history_days=[config.day(d).isoformat() for d in range(config.days)],
             live_day=config.day(config.days).isoformat(),
             requests=requests,
             live_requests=live_requests,

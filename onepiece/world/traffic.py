@@ -73,14 +73,14 @@ class Funnel:
 
 @dataclass(frozen=True)
 class DayTraffic:
-    """All requests of one day; ``funnel`` is None on the live (unlogged) day."""
+    """All requests of one day and what their users did."""
 
     user: np.ndarray  # [R] user index
     query: np.ndarray  # [R] query index
     ts: np.ndarray  # [R] request time, microseconds since the epoch
     candidates: np.ndarray  # [R, C] item index, sorted within each request
     from_noise: np.ndarray  # [R, C] bool: recalled at random rather than by intent
-    funnel: Funnel | None = None
+    funnel: Funnel
 
 
 def daily_prices(world: World) -> np.ndarray:
@@ -99,7 +99,6 @@ def simulate_day(
     prices: np.ndarray,
     rng: np.random.Generator,
     biases: Biases | None,
-    logged: bool,
     mech: Mechanics = Mechanics(),
 ) -> tuple[DayTraffic, Biases | None]:
     """Simulate day ``day`` (0-based). Returns the traffic and the (calibrated) biases."""
@@ -119,8 +118,6 @@ def simulate_day(
     user, query, ts = user[order], query[order], ts[order]
 
     candidates, from_noise = _recall(world, day, query, rng)
-    if not logged:
-        return DayTraffic(user, query, ts, candidates, from_noise), biases
 
     # Upstream ranker: a noisy view of the utility WITHOUT the set effects.
     log_rel_price = np.log(prices[day]) - (np.log(world.catalog.base_price) - world.catalog.log_rel_price)

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 def reference(root, start, end):
     cands = storage.read_table(str(root), "candidates", [start.date()])
-    events = storage.read_table(str(root), "events", [d for d in storage.list_days(str(root), "events") if d <= start.date()])
+    last = (start - dt.timedelta(microseconds=1)).date()  # the job reads the days before T
+    events = storage.read_table(str(root), "events", [d for d in storage.list_days(str(root), "events") if d <= last])
     return assemble_local(cands, events, snapshot_source(root), AssemblyConfig(), as_of=start, window=(start, end))
 
 

@@ -45,9 +45,9 @@ def test_every_table_passes_the_validator_and_partitions_cover_the_days(small_ge
     root, config = str(small_generated.root), small_generated.config
     for name in INPUT_TABLES:
         assert read_table(root, name).num_rows > 0, name
-    logged = [config.start_date + dt.timedelta(days=d) for d in range(config.days)]
-    assert list_days(root, "events") == logged
-    assert list_days(root, "candidates") == logged + [config.start_date + dt.timedelta(days=config.days)]
+    days = [config.start_date + dt.timedelta(days=d) for d in range(config.days + 1)]  # + the live day
+    assert list_days(root, "events") == days
+    assert list_days(root, "candidates") == days
 
 
 def test_summary_and_world_json_match_the_tables(small_generated):
@@ -57,7 +57,7 @@ def test_summary_and_world_json_match_the_tables(small_generated):
     assert counts == summary.events
     assert con.execute("select count(*) from candidates").fetchone()[0] == summary.candidates
     requests = con.execute("select count(distinct request_id) from events").fetchone()[0]
-    assert requests == summary.requests
+    assert requests == summary.requests + summary.live_requests
     document = json.loads((small_generated.root / "world.json").read_text())
     assert document["summary"]["events"] == summary.events
     assert document["config"] == small_generated.config.to_json()
@@ -97,7 +97,7 @@ def test_funnel_is_sane(small_generated):
     assert not_candidates == 0
 
 
-def test_candidates_are_distinct_and_the_live_day_has_no_events(small_generated):
+def test_candidates_are_distinct_and_the_live_day_is_logged(small_generated):
     config = small_generated.config
     root = str(small_generated.root)
     live = config.start_date + dt.timedelta(days=config.days)
@@ -106,8 +106,12 @@ def test_candidates_are_distinct_and_the_live_day_has_no_events(small_generated)
     assert pc.all(pc.equal(per_request["item_id_count"], config.candidates_per_request)).as_py()
     assert pc.all(pc.equal(per_request["item_id_count_distinct"], config.candidates_per_request)).as_py()
     assert set(pc.unique(cand["recall_source"]).to_pylist()) == {"intent", "noise"}
-    assert live not in list_days(root, "events")
     assert per_request.num_rows == small_generated.summary.live_requests
+    # The live day's log holds exactly its own requests (an hourly refresh reads it before T).
+    assert list_days(root, "events")[-1] == live
+    impressions = read_table(root, "events", days=[live]).filter(pc.equal(pc.field("event_type"), "impression"))
+    assert set(pc.unique(impressions["request_id"]).to_pylist()) <= set(per_request["request_id"].to_pylist())
+    assert pc.count_distinct(impressions["request_id"]).as_py() == small_generated.summary.live_requests
 
 
 def test_some_ids_in_candidates_have_no_feature_rows(small_generated):
