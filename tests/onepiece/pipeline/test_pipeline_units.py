@@ -156,3 +156,20 @@ def test_check_inputs_names_what_is_missing(tiny_world, tmp_path):
     with pytest.raises(ContractError, match=r"events.*dt=2026-11-02.*partition is missing"):
         refresh.check_inputs(config, dt.datetime(2026, 11, 3, 12, tzinfo=dt.UTC))
     assert not (data / "feast" / "registry.db").exists()  # checking registers nothing
+
+
+def test_an_hourly_run_on_the_live_day_reads_that_days_events_before_it(tiny_world, tmp_path):
+    import shutil
+
+    from onepiece.features.registry import apply
+    from onepiece.features.repo import FeatureRepoConfig
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world, data)
+    apply(FeatureRepoConfig(data_root=str(data)))
+    config = RefreshConfig.from_params({"data": str(data), "window_minutes": 60}, {})
+    inputs = refresh.check_inputs(config, dt.datetime(2026, 11, 4, 5, tzinfo=dt.UTC))  # the live day
+    assert inputs["partition"] == "dt=2026-11-04/hour=05" and inputs["candidates"] > 0
+    assert inputs["event_days"][-1] == "2026-11-04"
+    at_midnight = refresh.check_inputs(config, dt.datetime(2026, 11, 4, tzinfo=dt.UTC))
+    assert at_midnight["event_days"][-1] == "2026-11-03"  # strictly before T
