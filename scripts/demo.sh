@@ -8,7 +8,8 @@
 #    model, evaluates and gates it, exports it into DATA_DIR/model_repo, smoke-scores it
 #    on Triton and pins it;
 # 4. runs the prerank_refresh DAG for one logical date of the live day;
-# 5. prints where the scores, manifest and report are, and a summary table.
+# 5. prints where the scores, manifest and report are, and a summary table;
+# 6. audits the published scores against the outcomes the world logged afterwards.
 #
 # Every DAG runs with `airflow dags test` on a throwaway AIRFLOW_HOME under DATA_DIR.
 # Knobs (environment): DEMO_EPOCHS (1), DEMO_TRAIN_DAYS (1), DEMO_EVAL_REQUESTS (500),
@@ -66,5 +67,7 @@ run prerank_refresh "$BIN/airflow" dags test prerank_refresh "$LOGICAL"
 
 step "done"
 "$BIN/python" -m onepiece.pipeline.summary "$DATA" "dt=${LIVE_DAY}/hour=${HOUR}"
+step "the published scores against what the world's users then did (onepiece outcomes)"
+"$BIN/onepiece" outcomes --data "$DATA" --partition "dt=${LIVE_DAY}/hour=${HOUR}"
 echo "Airflow UI on the same setup: AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$PWD/dags $BIN/airflow standalone"
 echo "Logs of every step: $LOGS"

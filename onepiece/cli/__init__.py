@@ -30,3 +30,4 @@ from onepiece.cli import contexts  # noqa: E402,F401
 from onepiece.cli import train  # noqa: E402,F401
 from onepiece.cli import score  # noqa: E402,F401
 from onepiece.cli import evaluation  # noqa: E402,F401
+from onepiece.cli import outcomes  # noqa: E402,F401

@@ -1,0 +1,54 @@
+"""``onepiece outcomes``: a published scores partition against what users did next."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from onepiece.cli import app
+from onepiece.cli.common import DataOption, console, friendly_errors
+
+
+@app.command()
+@friendly_errors
+def outcomes(
+    partition: Annotated[str, typer.Option(help="Scores partition to audit, e.g. dt=2026-11-09/hour=00.")],
+    data: DataOption = "data",
+    attribution_hours: Annotated[
+        float, typer.Option(help="Events up to this long after the window's end count as its outcomes.")
+    ] = 6.0,
+    top_k: Annotated[int, typer.Option(help="The pre-rank's cut per request (kept-share figures).")] = 20,
+) -> None:
+    """Measure published scores against the impressions, clicks, carts and orders that followed: AUC/GAUC and calibration per task head, and what the pre-rank's top-k kept.
+
+    Run it once the events of the window (plus --attribution-hours) are logged. Writes <data>/outcomes/<partition>/outcomes.json and reliability.png (atomically); the scores partition itself is never changed.
+    """  # noqa: E501 (typer rewraps the help text itself)
+    import datetime as dt
+
+    from rich.table import Table
+
+    from onepiece.errors import UserError
+    from onepiece.evaluation.outcomes import OutcomesConfig, audit_partition
+    from onepiece.storage import data_root
+
+    if attribution_hours < 0 or top_k < 1:
+        raise UserError("--attribution-hours must be >= 0 and --top-k >= 1")
+    root = data_root(data)
+    config = OutcomesConfig(attribution=dt.timedelta(hours=attribution_hours), top_k=top_k)
+    figures = audit_partition(root, partition, config)
+    table = Table(title=f"scores/{partition} against realised outcomes ({figures['rows']:,} candidates, "
+                        f"{figures['requests']:,} requests)")
+    for column in ("task", "positives", "AUC", "GAUC", "mean p", "realised rate", "p / rate"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for task, f in figures["tasks"].items():
+        table.add_row(task, f"{f['positives']:,}", str(f["auc"]), str(f["gauc"]), str(f["mean_predicted"]),
+                      str(f["realised_rate"]), str(f["predicted_over_realised"]))
+    console.print(table)
+    fused = figures["score"]
+    console.print(
+        f"fused score: click AUC {fused['click_auc']}, order AUC {fused['order_auc']}; top {fused['top_k']} "
+        f"kept {fused['click_kept_in_top_k']} of clicks and {fused['order_kept_in_top_k']} of orders "
+        f"(a random cut keeps {fused['random_top_k_share']})"
+    )
+    console.print(f"written to {root}/outcomes/{partition}/")
