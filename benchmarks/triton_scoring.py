@@ -8,7 +8,11 @@
    (``onepiece``; speed does not depend on the weights): candidates per second
    in-process (tensorize + score, torch threads = the server's per-instance threads),
    through Triton over gRPC and over HTTP (embedded server, dynamic batching on, one
-   instance). The ratios are measured in this run.
+   instance). The ratios are measured in this run. The three are timed in interleaved
+   rounds (the order rotating each round) and the best pass of each is kept; the CPU
+   seconds of every process involved (the client, tritonserver and its Python-backend
+   stub) are reported too: they do not depend on the neighbours' load, so they show what
+   serving through Triton really costs when the wall-clock ratio is noisy.
 3. The whole scoring job (Beam + Triton + fusion + ranks + atomic publish) on the same
    window, with 1 and with 2 Triton instances.
 4. Shared-context scoring: what sharing the context between the candidate groups of a
@@ -24,8 +28,10 @@ import datetime as dt
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -83,30 +89,45 @@ def export_model(root: Path, instances: int, threads: int, preferred: tuple[int,
     return repo
 
 
-def inprocess_rate(checkpoint: Path, contexts: pa.Table, batch: int, threads: int) -> float:
+@dataclass(frozen=True)
+class Pass:
+    """One timed pass over the contexts: wall seconds and CPU seconds of its processes."""
+
+    wall_s: float
+    cpu_s: float
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+
+def inprocess_pass(checkpoint: Path, contexts: pa.Table, batch: int, threads: int) -> Pass:
     from onepiece.model import load_checkpoint, score, tensorize
 
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint)
     warm = tensorize(contexts.slice(0, 8), model.config, fixed_shape=True)
     score(model, warm)
-    began = time.perf_counter()
+    me = [psutil.Process()]
+    cpu, began = _cpu_seconds(me), time.perf_counter()
     inputs = tensorize(contexts, model.config, fixed_shape=True)
     for i in range(0, inputs.batch_size, batch):
         score(model, inputs.select(torch.arange(i, min(i + batch, inputs.batch_size))))
-    return _cands(contexts) / (time.perf_counter() - began)
+    return Pass(time.perf_counter() - began, _cpu_seconds(me) - cpu)
 
 
-def triton_rate(url: str, protocol: str, contexts: pa.Table, in_flight: int) -> float:
+def triton_pass(url: str, protocol: str, contexts: pa.Table, in_flight: int, server_pid: int) -> Pass:
     from onepiece.serving.client import TritonClientConfig, TritonRankerClient
 
     config = TritonClientConfig((url,), protocol=protocol, max_in_flight=in_flight)  # type: ignore[arg-type]
+    server = psutil.Process(server_pid)
+    processes = [psutil.Process(), server, *server.children(recursive=True)]  # + the stub
     with TritonRankerClient(config) as client:
         client.preflight()
         client.score_contexts(contexts.slice(0, 8))  # warm-up: connections, first batch
-        began = time.perf_counter()
+        cpu, began = _cpu_seconds(processes), time.perf_counter()
         client.score_contexts(contexts)
-        return _cands(contexts) / (time.perf_counter() - began)
+        return Pass(time.perf_counter() - began, _cpu_seconds(processes) - cpu)
 
 
 def job_rate(data: Path, contexts_dir: Path, window: str, repo: Path) -> tuple[float, float]:
@@ -169,7 +190,7 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per instance")
     parser.add_argument("--in-flight", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved passes, best kept")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds, best kept")
     args = parser.parse_args()
 
     from onepiece.serving.server import TritonServerConfig, embedded_triton
@@ -189,23 +210,38 @@ def main() -> None:
         repo2 = export_model(root, 2, args.threads, preferred)
         checkpoint = root / "checkpoint"
 
-        # Interleaved repeats, best of each: the machine is shared, so a single pass
-        # mostly measures the neighbours. The server idles while in-process runs.
-        rates: dict[str, list[float]] = {"inprocess": [], "grpc": [], "http": []}
+        # Interleaved rounds, best of each: the machine is shared, so a single pass
+        # mostly measures the neighbours (a pass is a few seconds; the neighbours' load
+        # moves on that scale). The order rotates each round so that no mode always runs
+        # right after another. The server idles while in-process runs.
+        n = _cands(contexts)
+        passes: dict[str, list[Pass]] = {"inprocess": [], "grpc": [], "http": []}
         with embedded_triton(TritonServerConfig(repo1)) as server:
-            for _ in range(args.repeats):
-                rates["inprocess"].append(
-                    inprocess_rate(checkpoint, contexts, max(preferred), args.threads)
-                )
-                rates["grpc"].append(triton_rate(server.grpc_url, "grpc", contexts, args.in_flight))
-                rates["http"].append(triton_rate(server.http_url, "http", contexts, args.in_flight))
-        best = {k: max(v) for k, v in rates.items()}
+            assert server.process is not None
+            pid = server.process.pid
+            run = {
+                "inprocess": lambda: inprocess_pass(checkpoint, contexts, max(preferred), args.threads),
+                "grpc": lambda: triton_pass(server.grpc_url, "grpc", contexts, args.in_flight, pid),
+                "http": lambda: triton_pass(server.http_url, "http", contexts, args.in_flight, pid),
+            }
+            order = list(run)
+            for round_ in range(args.repeats):
+                for mode in order[round_ % 3 :] + order[: round_ % 3]:
+                    passes[mode].append(run[mode]())
+        best = {k: n / min(p.wall_s for p in v) for k, v in passes.items()}
+        per_cpu = {k: n / min(p.cpu_s for p in v) for k, v in passes.items()}
         figures["inprocess_cands_per_s"] = round(best["inprocess"], 1)
         figures["triton_grpc_cands_per_s"] = round(best["grpc"], 1)
         figures["triton_http_cands_per_s"] = round(best["http"], 1)
-        figures["all_runs_cands_per_s"] = {k: [round(x, 1) for x in v] for k, v in rates.items()}
+        figures["all_runs_cands_per_s"] = {
+            k: [round(n / p.wall_s, 1) for p in v] for k, v in passes.items()
+        }
         figures["triton_over_inprocess"] = round(best["grpc"] / best["inprocess"], 3)
         figures["triton_http_over_inprocess"] = round(best["http"] / best["inprocess"], 3)
+        # Candidates per CPU second of all processes involved (load-independent).
+        figures["cands_per_cpu_s"] = {k: round(v, 1) for k, v in per_cpu.items()}
+        figures["triton_cpu_over_inprocess"] = round(per_cpu["grpc"] / per_cpu["inprocess"], 3)
+        figures["triton_http_cpu_over_inprocess"] = round(per_cpu["http"] / per_cpu["inprocess"], 3)
         for instances, repo in ((1, repo1), (2, repo2)):
             rate, total = job_rate(data, contexts_dir, info["window"], repo)
             figures[f"job_cands_per_s_{instances}_instance"] = round(rate, 1)

@@ -69,8 +69,10 @@ class TritonPythonModel:
         from onepiece.model.inputs import ModelInputs
 
         sizes = [int(next(iter(t.values())).shape[0]) for t in batch]
+        # A lone request (the client's requests are already a preferred batch) is scored
+        # straight from the stub's shared-memory views: no concatenation copy.
         merged = {
-            name: torch.cat([t[name] for t in batch]).to(self.device) for name in self.input_names
+            name: _concat([t[name] for t in batch]).to(self.device) for name in self.input_names
         }
         with torch.inference_mode():  # score() adds bf16 autocast on CUDA
             probs = score(self.model, ModelInputs.from_tensors(merged))  # task -> [B, C]
@@ -106,6 +108,10 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         del self.model
+
+
+def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _response(outputs: dict[str, torch.Tensor]) -> Any:
