@@ -1,17 +1,26 @@
-"""feature_registry: update the Feast registry from ``features/`` and materialise it.
+"""feature_registry: keep the Feast registry in step with ``features/`` and materialise.
 
-    plan -> validate -> apply -> materialize
+    definitions_changed ─> plan ─> validate ─> apply ─> materialize
+                   (short circuit)                     (runs either way)
+
+``definitions_changed`` fingerprints the feature repository's definitions and compares
+them with those of the last successful apply over the data root; when they match it
+short-circuits, so plan/validate/apply are skipped (no Asset update), while
+``materialize`` still runs (trigger rule none_failed): the online store keeps up with
+new days on every run. The ``force`` Param runs the full path anyway.
 
 ``plan`` shows Feast's registry and infrastructure diffs; ``validate`` checks every
 source against the data contract and refuses a change that breaks a feature service in
 use (removing or retyping a feature a model was trained with): the run fails there and
-the registry stays as it was. ``apply`` updates the registry and the
-``onepiece_feature_registry`` Asset that the refresh DAG reads; ``materialize`` loads the
-online store up to the run's logical date.
+the registry stays as it was (``force`` does not override this). ``apply`` updates the
+registry, records the fingerprint it applied, and updates the ``onepiece_feature_registry``
+Asset that the refresh DAG reads; ``materialize`` loads the online store up to the run's
+logical date.
 
-Scheduled daily by default (``$ONEPIECE_REGISTRY_SCHEDULE``); trigger it after a change to
-``features/`` (CI, or ``airflow dags trigger feature_registry``). Each task body is one
-call into ``onepiece.pipeline.registry``.
+Scheduled hourly by default (``$ONEPIECE_REGISTRY_SCHEDULE``; the check is cheap), so a
+change to ``features/`` is applied within the hour; trigger it for an immediate update
+(CI, or ``airflow dags trigger feature_registry``). Each task body is one call into
+``onepiece.pipeline.registry``.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ def _config(context):
 
 @dag(
     dag_id="feature_registry",
-    schedule=os.environ.get("ONEPIECE_REGISTRY_SCHEDULE", "@daily"),
+    schedule=os.environ.get("ONEPIECE_REGISTRY_SCHEDULE", "@hourly"),
     start_date=dt.datetime.fromisoformat(
         os.environ.get("ONEPIECE_REFRESH_START", "2026-11-01T00:00:00+00:00")
     ),
@@ -45,10 +54,19 @@ def _config(context):
     params={
         "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
         "feature_repo": Param("", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),
+        "force": Param(False, type="boolean",
+                       description="Plan, validate and apply even when features/ is unchanged (a breaking change is still refused)."),
     },
     doc_md=__doc__,
 )
 def feature_registry():
+    # Skips only its direct downstream (plan); the rest follow their trigger rules.
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def definitions_changed(**context) -> bool:
+        from onepiece.pipeline import registry
+
+        return registry.definitions_changed(_config(context))
+
     @task
     def plan(**context) -> dict:
         from onepiece.pipeline import registry
@@ -67,13 +85,16 @@ def feature_registry():
 
         return registry.apply(_config(context))
 
-    @task
-    def materialize(applied: dict, **context) -> dict:
+    # Skipped apply (definitions unchanged): materialise anyway; failed: don't.
+    @task(trigger_rule="none_failed")
+    def materialize(applied: dict | None, **context) -> dict:
         from onepiece.pipeline import registry
 
         return registry.materialize(_config(context), context["logical_date"])
 
-    materialize(apply(validate(plan())))
+    planned = plan()
+    definitions_changed() >> planned
+    materialize(apply(validate(planned)))
 
 
 feature_registry()

@@ -11,7 +11,10 @@ The schedule is a cron expression (``$ONEPIECE_REFRESH_SCHEDULE``, default hourl
 3 runs a cron schedule with CronTriggerTimetable, whose data interval is empty
 (start == end == T), so the scoring window is explicit: a Param, 60 minutes by default.
 A backfill (``airflow backfill create --dag-id prerank_refresh --from-date ... --to-date
-...``) runs the same tasks for each logical date and writes what the scheduled run wrote.
+... --max-active-runs 1``) runs the same tasks for each logical date and writes what the
+scheduled run wrote. Airflow 3 runs it on the scheduler: the DAG must be unpaused, and the
+scheduler, dag-processor and API server (Execution API) running, as under ``airflow
+standalone``.
 
 Side features come from Feast inside the context job. The Feast registry is an input
 (the ``onepiece_feature_registry`` Asset, updated by the ``feature_registry`` DAG), and

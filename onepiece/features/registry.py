@@ -5,16 +5,27 @@ taken to be in use (a model may have been trained with it). An update is refused
 unless forced, when it would remove such a service, remove a feature view or feature
 that a service depends on, change that feature's type, or change what the service
 names. Sources are validated first; a refused update leaves the registry untouched.
+
+Every successful apply records the fingerprint of the definitions it applied (the
+repository's definition files and its ``feature_store.yaml``) in
+``<data>/feast/applied_definitions.json``, so a scheduler can tell cheaply whether
+``features/`` changed since (:func:`definitions_fingerprint`, :func:`applied_fingerprint`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from onepiece.errors import UserError
 from onepiece.features.repo import FeatureRepoConfig, load_definitions, open_store
 from onepiece.features.validate import validate_sources
+from onepiece.storage import fingerprint_files
+
+APPLIED_RECORD = Path("feast") / "applied_definitions.json"
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,7 @@ def apply(repo: FeatureRepoConfig, force: bool = False) -> Plan:
     """
     from feast.repo_operations import extract_objects_for_apply_delete
 
+    fingerprint = definitions_fingerprint(repo)  # before loading: what this apply reads
     contents = load_definitions(repo)
     validate_sources(contents)
     store = open_store(repo)
@@ -152,4 +164,45 @@ def apply(repo: FeatureRepoConfig, force: bool = False) -> Plan:
             store.project, store.registry, contents
         )
         store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    _record_applied(repo, fingerprint)
     return Plan(registry_diff.to_string(), infra_diff.to_string(), tuple(problems))
+
+
+# --- what was applied last --------------------------------------------------------------
+
+
+def definitions_fingerprint(repo: FeatureRepoConfig) -> str:
+    """A content fingerprint of what an apply reads: the definition files Feast loads
+    (its ``.feastignore`` honoured) and the repository's store configuration."""
+    from feast.repo_operations import get_repo_files
+
+    repo_dir = Path(repo.repo_dir).resolve()
+    files = [*get_repo_files(repo_dir), repo_dir / repo.yaml_name]
+    return fingerprint_files([str(f) for f in files])
+
+
+def _record_path(repo: FeatureRepoConfig) -> Path:
+    return Path(repo.resolved_data_root()) / APPLIED_RECORD
+
+
+def applied_fingerprint(repo: FeatureRepoConfig) -> str | None:
+    """The fingerprint recorded by the last successful apply over this data root, or
+    None when none was recorded (or the record is unreadable: then apply again)."""
+    try:
+        return str(json.loads(_record_path(repo).read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _record_applied(repo: FeatureRepoConfig, fingerprint: str) -> None:
+    """Replace the record in one step (write aside, ``os.replace``)."""
+    path = _record_path(repo)
+    record = {
+        "fingerprint": fingerprint,
+        "repo_dir": str(Path(repo.repo_dir).resolve()),
+        "applied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

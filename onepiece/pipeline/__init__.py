@@ -6,7 +6,8 @@
   publish, serving_table (the ``prerank_refresh`` DAG)
 - ``report``: the per-run quality report (distributions, coverage, drift)
 - ``pin``: the pinned model version the refresh DAG scores with
-- ``registry``: plan, validate, apply, materialise (the ``feature_registry`` DAG)
+- ``registry``: definitions_changed, plan, validate, apply, materialise (the
+  ``feature_registry`` DAG)
 - ``publish_model``: train, evaluate, gate, export, smoke-score, pin (``model_publish``)
 
 Nothing here imports Airflow: the DAG files pass the run's logical date and Params in.

@@ -167,10 +167,15 @@ class RefreshConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """The feature registry update: which repository, over which data root."""
+    """The feature registry update: which repository, over which data root.
+
+    ``force`` runs plan/validate/apply even when the definitions are unchanged since the
+    last apply; it never overrides the compatibility check.
+    """
 
     data: str
     feature_repo: str | None = None
+    force: bool = False
 
     @classmethod
     def from_params(
@@ -178,7 +183,11 @@ class RegistryConfig:
     ) -> RegistryConfig:
         params = params or {}
         env = os.environ if env is None else env
-        return cls(data=_data(params, env), feature_repo=_feature_repo(params, env))
+        return cls(
+            data=_data(params, env),
+            feature_repo=_feature_repo(params, env),
+            force=bool(params.get("force", False)),
+        )
 
     def repo(self):
         from onepiece.features.repo import PROJECT_REPO, FeatureRepoConfig

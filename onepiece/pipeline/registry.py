@@ -1,20 +1,37 @@
-"""The ``feature_registry`` DAG's tasks: plan -> validate -> apply -> materialise.
+"""The ``feature_registry`` DAG's tasks: changed? -> plan -> validate -> apply; materialise.
 
-The Feast work is done by ``onepiece.features`` (registry.plan / registry.apply with the
-compatibility check for feature services in use, materialize); these functions only
-order it and return small JSON-able summaries. ``apply`` refuses an incompatible
-change (a feature service in use would lose or retype a feature) and leaves the
-registry untouched; the DAG run then fails at ``validate`` before anything is applied.
+``definitions_changed`` compares the fingerprint of the feature repository's definitions
+with the one recorded by the last successful apply over the data root
+(``onepiece.features.registry``); when they match, the DAG skips plan/validate/apply and
+only materialises. The Feast work is done by ``onepiece.features`` (registry.plan /
+registry.apply with the compatibility check for feature services in use, materialize);
+these functions only order it and return small JSON-able summaries. ``apply`` refuses an
+incompatible change (a feature service in use would lose or retype a feature) and leaves
+the registry untouched; the DAG run then fails at ``validate`` before anything is applied.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from onepiece.pipeline.config import RegistryConfig, as_utc
 
 _SLACK = dt.timedelta(seconds=1)
+log = logging.getLogger(__name__)
+
+
+def definitions_changed(config: RegistryConfig) -> bool:
+    """Whether the registry needs plan/validate/apply: the definitions differ from those
+    of the last successful apply (or none was recorded), or ``config.force``."""
+    from onepiece.features.registry import applied_fingerprint, definitions_fingerprint
+
+    repo = config.repo()
+    current, applied = definitions_fingerprint(repo), applied_fingerprint(repo)
+    log.info("feature definitions %s: %s; last applied: %s%s", repo.repo_dir, current,
+             applied or "none recorded", " (forced)" if config.force else "")
+    return config.force or current != applied
 
 
 def plan(config: RegistryConfig) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +44,33 @@ def dags_test(env: dict[str, str], dag_id: str, date: str, conf: dict | None = N
     if conf:
         args += ["-c", json.dumps(conf)]
     return airflow(env, *args)
+
+
+def read_metadata(home: Path, sql: str, *params) -> list[tuple]:
+    """Rows of the Airflow metadata database of ``home`` (SQLite, opened read-only)."""
+    uri = f"file:{home / 'airflow.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def last_run_task_states(home: Path, dag_id: str) -> dict[str, str]:
+    """{task_id: state} of the newest run of ``dag_id`` in ``home``'s database."""
+    rows = read_metadata(
+        home,
+        "SELECT ti.task_id, ti.state FROM task_instance ti JOIN dag_run dr "
+        "ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
+        "WHERE dr.id = (SELECT MAX(id) FROM dag_run WHERE dag_id = ?)",
+        dag_id,
+    )
+    return dict(rows)
+
+
+def asset_events(home: Path, asset: str) -> int:
+    """How many events the Asset named ``asset`` has received in ``home``'s database."""
+    rows = read_metadata(
+        home, "SELECT COUNT(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = ?", asset
+    )
+    return rows[0][0]
 
 
 def tail(result: subprocess.CompletedProcess, lines: int = 60) -> str:

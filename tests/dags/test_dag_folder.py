@@ -19,6 +19,7 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},
         "params": sorted(dag.params.keys()),
         "retries": {t.task_id: t.retries for t in dag.tasks},
+        "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks},
         "schedule": getattr(dag.timetable, "_expression", None) or str(dag.timetable),
         "outlets": {t.task_id: [a.name for a in t.outlets] for t in dag.tasks if t.outlets},
         "inlets": {t.task_id: [a.name for a in t.inlets] for t in dag.tasks if t.inlets},
@@ -61,8 +62,12 @@ def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
 
     registry = found["dags"]["feature_registry"]
     assert registry["tasks"] == {
-        "plan": ["validate"], "validate": ["apply"], "apply": ["materialize"], "materialize": []
+        "definitions_changed": ["plan"], "plan": ["validate"], "validate": ["apply"],
+        "apply": ["materialize"], "materialize": [],
     }
+    # Unchanged definitions skip plan..apply, but materialize runs on every schedule.
+    assert registry["trigger_rules"]["materialize"] == "none_failed"
+    assert "force" in registry["params"]
     assert registry["outlets"] == {"apply": ["onepiece_feature_registry"]}
     assert registry["retries"]["validate"] == 0  # a refused change does not heal by retrying
 

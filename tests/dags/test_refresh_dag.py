@@ -1,7 +1,10 @@
-"""The prerank_refresh DAG end to end with `airflow dags test`: real Feast, Beam and an
-embedded tritonserver on the tiny world.
+"""The prerank_refresh DAG end to end: real Feast, Beam and an embedded tritonserver on
+the tiny world, run by Airflow itself.
 
-One module runs the DAG four times: a backfill of two dates, a rerun, a failed run.
+The two dates are written by a real ``airflow backfill create`` (scheduler, dag-processor
+and API server on a throwaway Airflow home, see airflow_services.py); then an ``airflow
+dags test`` rerun of a date checks that it writes the backfill's bytes, and a failure
+injected into scoring checks that nothing is published.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ import datetime as dt
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dag_helpers import BROKEN_EXECUTE, EXPORT, airflow, dags_test, tail
+from airflow_services import airflow_services
+from dag_helpers import BROKEN_EXECUTE, EXPORT, dags_test, tail
 
 from onepiece import storage
 from onepiece.contract import SCORES_SCHEMA, conform, validate_manifest
@@ -26,6 +31,7 @@ pytestmark = pytest.mark.slow
 DATES = ("2026-11-02", "2026-11-03")  # logged days of the tiny world (2026-11-01..03)
 WINDOW = dt.timedelta(hours=6)
 SETTINGS = {"ONEPIECE_REFRESH_SCHEDULE": "@daily", "ONEPIECE_REFRESH_WINDOW_MINUTES": "360"}
+BACKFILL_TIMEOUT_S = 1500  # two runs; each starts Beam twice and a tritonserver once
 
 
 def _partition(date: str) -> str:
@@ -38,16 +44,33 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def env(airflow_home, deployment):
+    """The shared Airflow home, for `airflow dags test` runs."""
     return deployment.env(airflow_home, **SETTINGS)
 
 
+@dataclass(frozen=True)
+class Backfill:
+    data: Path
+    model_repo: Path
+    runs: list[dict]  # the backfill's DAG runs as the metadata database records them
+
+
 @pytest.fixture(scope="module")
-def backfill(env, deployment):
-    """Both dates, oldest first, as a backfill runs them."""
-    for date in DATES:
-        result = dags_test(env, "prerank_refresh", date)
-        assert result.returncode == 0, tail(result)
-    return deployment
+def backfill(deployment, tmp_path_factory) -> Backfill:
+    """`airflow backfill create` of both dates, run by the scheduler on its own Airflow home,
+    one run at a time (the second date's report measures drift against the first)."""
+    home = tmp_path_factory.mktemp("airflow_backfill_home")
+    with airflow_services(home, deployment.env(home, **SETTINGS), "prerank_refresh") as services:
+        # The scheduler starts no run of a paused DAG, backfill runs included.
+        unpaused = services.cli("dags", "unpause", "prerank_refresh")
+        assert unpaused.returncode == 0, tail(unpaused)
+        created = services.cli("backfill", "create", "--dag-id", "prerank_refresh",
+                               "--from-date", DATES[0], "--to-date", DATES[1], "--max-active-runs", "1")
+        assert created.returncode == 0, tail(created)
+        runs = services.wait_for_runs("prerank_refresh", len(DATES), BACKFILL_TIMEOUT_S)
+        failed = [r for r in runs if r["state"] != "success"]
+        assert not failed, f"backfill runs failed: {failed}\n{services.diagnostics()}"
+    return Backfill(deployment.data, deployment.model_repo, runs)
 
 
 def _window_candidates(data: Path, start: dt.datetime) -> pa.Table:
@@ -116,15 +139,16 @@ def test_the_second_date_reports_drift_against_the_first_and_is_served(backfill)
     assert not (data / "_runs").exists()  # staging removed after publishing
 
 
-def test_backfill_create_plans_exactly_these_logical_dates(backfill, env):
-    result = airflow(env, "backfill", "create", "--dag-id", "prerank_refresh",
-                     "--from-date", DATES[0], "--to-date", DATES[1], "--dry-run")
-    assert result.returncode == 0, tail(result)
-    planned = re.findall(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d):\d\d\+00:00", result.stdout)
-    assert planned == [(DATES[0], "00:00"), (DATES[1], "00:00")]
+def test_the_backfill_ran_one_scheduler_run_per_logical_date(backfill):
+    assert [(r["run_type"], r["logical_date"][:10], r["state"]) for r in backfill.runs] == [
+        ("backfill", date, "success") for date in DATES
+    ]
+    assert [r["run_id"] for r in backfill.runs] == [f"backfill__{d}T00:00:00+00:00" for d in DATES]
 
 
-def test_a_rerun_writes_identical_bytes(backfill, env):
+def test_a_rerun_writes_the_backfills_bytes(backfill, env):
+    """`airflow dags test` runs the tasks the way a scheduled run does; rerunning a
+    backfilled date that way rewrites the same partition byte for byte."""
     final = backfill.data / "scores" / _partition(DATES[1])
     before = _files(final)
     result = dags_test(env, "prerank_refresh", DATES[1])

@@ -173,3 +173,34 @@ def test_an_hourly_run_on_the_live_day_reads_that_days_events_before_it(tiny_wor
     assert inputs["event_days"][-1] == "2026-11-04"
     at_midnight = refresh.check_inputs(config, dt.datetime(2026, 11, 4, tzinfo=dt.UTC))
     assert at_midnight["event_days"][-1] == "2026-11-03"  # strictly before T
+
+
+def test_the_registry_update_runs_only_when_the_definitions_changed(tiny_world, tmp_path):
+    import shutil
+
+    from onepiece.features.registry import apply
+    from onepiece.features.repo import PROJECT_REPO
+    from onepiece.pipeline import registry
+    from onepiece.pipeline.config import RegistryConfig
+
+    data, repo = tmp_path / "data", tmp_path / "features"
+    shutil.copytree(tiny_world, data)
+    shutil.copytree(PROJECT_REPO, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    params = {"data": str(data), "feature_repo": str(repo)}
+    config = RegistryConfig.from_params(params, {})
+    assert config.force is False
+    assert registry.definitions_changed(config)  # nothing applied over this data root yet
+    apply(config.repo())
+    assert not registry.definitions_changed(config)
+    assert registry.definitions_changed(RegistryConfig.from_params(params | {"force": True}, {}))
+    # Files an apply does not read change nothing (profiles/ is in .feastignore).
+    (repo / "NOTES.md").write_text("not a definition\n")
+    (repo / "profiles" / "scale.feature_store.yaml").write_text("project: elsewhere\n")
+    assert not registry.definitions_changed(config)
+    with open(repo / "feature_views.py", "a") as handle:
+        handle.write("# an edit\n")
+    assert registry.definitions_changed(config)
+    with open(repo / "feature_store.yaml", "a") as handle:
+        handle.write("# an edit\n")
+    apply(config.repo())
+    assert not registry.definitions_changed(config)
