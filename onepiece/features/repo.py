@@ -24,6 +24,19 @@ from onepiece.storage import DATA_ENV, data_root
 #: The project's own feature repository.
 PROJECT_REPO = Path(__file__).resolve().parents[2] / "features"
 DEFAULT_FEATURE_SERVICE = "onepiece_ranker_v1"
+#: Infrastructure profiles: $ONEPIECE_FEAST_PROFILE -> the repository's yaml. The scale
+#: profile's sources are declared as SparkSources by features/data_sources.py, which
+#: reads the same variable, so one setting switches both.
+PROFILE_ENV = "ONEPIECE_FEAST_PROFILE"
+PROFILES = {"local": "feature_store.yaml", "scale": "profiles/scale.feature_store.yaml"}
+
+
+def profile_yaml() -> str:
+    """The feature_store yaml of the profile $ONEPIECE_FEAST_PROFILE names (default local)."""
+    profile = os.environ.get(PROFILE_ENV) or "local"
+    if profile not in PROFILES:
+        raise UserError(f"${PROFILE_ENV}={profile!r} is not a profile; expected one of {sorted(PROFILES)}")
+    return PROFILES[profile]
 
 
 @dataclass(frozen=True)
@@ -33,7 +46,7 @@ class FeatureRepoConfig:
     repo_dir: Path = PROJECT_REPO
     data_root: str | None = None  # None: $ONEPIECE_DATA, else ./data
     feature_service: str = DEFAULT_FEATURE_SERVICE
-    yaml_name: str = "feature_store.yaml"
+    yaml_name: str = field(default_factory=profile_yaml)  # relative to repo_dir
     env: dict[str, str] = field(default_factory=dict)  # more ${VARS} for the yaml
 
     def resolved_data_root(self) -> str:

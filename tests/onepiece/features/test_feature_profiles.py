@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from onepiece.features.repo import PROJECT_REPO, FeatureRepoConfig, repo_config
+from onepiece.errors import UserError
+from onepiece.features.repo import PROFILE_ENV, PROJECT_REPO, FeatureRepoConfig, repo_config
 
 SCALE = "profiles/scale.feature_store.yaml"
 SCALE_ENV = {"REGISTRY_DB_URL": "postgresql://feast@registry/feast", "REDIS_HOST": "redis"}
@@ -35,3 +36,14 @@ def test_scale_profile_is_a_valid_feast_config():
     repo = FeatureRepoConfig(yaml_name=SCALE, data_root="s3://bucket/onepiece", env=SCALE_ENV)
     config = repo_config(repo)
     assert config.offline_store.type == "spark"
+
+
+def test_the_profile_variable_selects_the_yaml_and_a_bad_one_is_named(monkeypatch):
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    assert FeatureRepoConfig().yaml_name == "feature_store.yaml"
+    monkeypatch.setenv(PROFILE_ENV, "scale")
+    assert FeatureRepoConfig().yaml_name == SCALE
+    assert (PROJECT_REPO / FeatureRepoConfig().yaml_name).is_file()
+    monkeypatch.setenv(PROFILE_ENV, "huge")
+    with pytest.raises(UserError, match=r"ONEPIECE_FEAST_PROFILE='huge' is not a profile"):
+        FeatureRepoConfig()
