@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -153,6 +154,17 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
 
 
 # --- atomic publication -------------------------------------------------------------
+
+
+def write_json_atomic(document: dict, path: str | Path) -> None:
+    """Replace a small JSON document in one step (write aside, ``os.replace``): a reader
+    sees the old or the new document, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
 
 _RENAME_EXCHANGE = 2  # from <linux/fs.h>
 

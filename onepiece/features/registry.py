@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from onepiece.errors import UserError
 from onepiece.features.repo import FeatureRepoConfig, load_definitions, open_store
 from onepiece.features.validate import validate_sources
-from onepiece.storage import fingerprint_files
+from onepiece.storage import fingerprint_files, write_json_atomic
 
 APPLIED_RECORD = Path("feast") / "applied_definitions.json"
 
@@ -202,7 +201,4 @@ def _record_applied(repo: FeatureRepoConfig, fingerprint: str) -> None:
         "repo_dir": str(Path(repo.repo_dir).resolve()),
         "applied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(record, path)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from onepiece.errors import UserError
+from onepiece.storage import write_json_atomic
 
 PIN_FILE = Path("serving") / "model_pin.json"
 
@@ -49,8 +49,5 @@ def write_pin(data: str, model_name: str, version: int, **details: Any) -> dict[
         "previous_version": previous["version"] if previous else None,
         **details,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(pin, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(pin, path)
     return pin

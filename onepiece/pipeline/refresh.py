@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -356,8 +355,5 @@ def serving_table(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
         "rows": manifest["rows"]["scores"],
     }
     if current != pointer:
-        pointer_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pointer_path.with_name(f".{pointer_path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(pointer, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, pointer_path)
+        storage.write_json_atomic(pointer, pointer_path)
     return pointer | {"moved": current != pointer}
