@@ -37,18 +37,22 @@ def outcomes(
     root = data_root(data)
     config = OutcomesConfig(attribution=dt.timedelta(hours=attribution_hours), top_k=top_k)
     figures = audit_partition(root, partition, config)
-    table = Table(title=f"scores/{partition} against realised outcomes ({figures['rows']:,} candidates, "
-                        f"{figures['requests']:,} requests)")
-    for column in ("task", "positives", "AUC", "GAUC", "mean p", "realised rate", "p / rate"):
-        table.add_column(column, justify="left" if column == "task" else "right")
+    table = Table(title=f"scores/{partition} against realised outcomes\n({figures['rows']:,} candidates, "
+                        f"{figures['requests']:,} requests; rate: realised over all candidates)")
+    for column in ("task", "positives", "AUC", "GAUC", "mean p", "rate", "p / rate"):
+        table.add_column(column, justify="left" if column == "task" else "right", no_wrap=True)
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4g}"
+
     for task, f in figures["tasks"].items():
-        table.add_row(task, f"{f['positives']:,}", str(f["auc"]), str(f["gauc"]), str(f["mean_predicted"]),
-                      str(f["realised_rate"]), str(f["predicted_over_realised"]))
+        table.add_row(task, f"{f['positives']:,}", fmt(f["auc"]), fmt(f["gauc"]), fmt(f["mean_predicted"]),
+                      fmt(f["realised_rate"]), fmt(f["predicted_over_realised"]))
     console.print(table)
     fused = figures["score"]
     console.print(
-        f"fused score: click AUC {fused['click_auc']}, order AUC {fused['order_auc']}; top {fused['top_k']} "
-        f"kept {fused['click_kept_in_top_k']} of clicks and {fused['order_kept_in_top_k']} of orders "
-        f"(a random cut keeps {fused['random_top_k_share']})"
+        f"fused score: click AUC {fmt(fused['click_auc'])}, order AUC {fmt(fused['order_auc'])}; each request's "
+        f"top {fused['top_k']} kept {fmt(fused['click_kept_in_top_k'])} of the clicks and "
+        f"{fmt(fused['order_kept_in_top_k'])} of the orders (a random cut keeps {fmt(fused['random_top_k_share'])})"
     )
     console.print(f"written to {root}/outcomes/{partition}/")

@@ -165,7 +165,7 @@ def _plot(figures: dict[str, Any], path: Path, title: str) -> None:
         ax.plot([0, hi], [0, hi], color="grey", lw=1, ls="--", label="calibrated")
         ax.plot(pred, real, marker="o", label="model")
         auc_value = figures["tasks"][task]["auc"]
-        ax.set_title(f"p_{task}  (AUC {auc_value if auc_value is not None else '-'})")
+        ax.set_title(f"p_{task}  (AUC {'-' if auc_value is None else f'{auc_value:.3f}'})")
         ax.set_xlabel("mean predicted")
         ax.set_ylabel("realised rate")
         ax.legend(loc="upper left", fontsize=8)
