@@ -3,12 +3,19 @@
 Prints per-batch-size figures (candidates/s, FLOPs per candidate, GFLOP/s) and, as the
 LAST stdout line, one JSON object with at least gemm_peak_gflops, forward_gflops,
 peak_ratio (at the serving batch size), k3_over_k0_cached and k3_over_k0_uncached.
-All ratios are measured in this run. FLOPs are counted by torch's FlopCounterMode
-(matmuls and attention); the GEMM peak is the best torch.matmul rate over a few square
-float32 sizes, with the same thread count.
+All ratios are measured in this run. FLOPs are counted by torch's FlopCounterMode: the
+matmuls of the forward plus attention (QK^T and AV, registered below for the CPU kernel,
+which FlopCounterMode would count as 0), on full-length rows of the default serving
+config, so nothing counted is padding. The GEMM peak is the best torch.matmul rate over
+large square float32 GEMMs (512, 1024, 2048) with the same thread count: a peak the
+model's own small GEMMs (d = 64) do not reach, not a model-shaped one.
 
 The timed call is the serving path, ``score()`` (chunks of SCORE_CHUNK sequences); the
-single-forward time of the whole batch is printed beside it.
+single-forward time of the whole batch is printed beside it. It runs with the thread
+count a Triton CPU instance serves with (``ExportConfig.cpu_threads``, 1: the server
+scales by instances, because threads of one instance spin against each other on a busy
+host), and the GEMM peak is measured with the same count; ``--threads 0`` measures
+torch's default (one thread per core) instead.
 
 Every figure is measured on two clocks, interleaving the variants being compared and
 keeping the best of ``--repeats`` rounds:
@@ -27,6 +34,7 @@ import argparse
 import datetime as dt
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,13 +43,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onepiece.contract.schemas import CONTEXTS_SCHEMA, ITEM_FEATURES  # noqa: E402
 from onepiece.model import ModelInputs, OnePiece, score, tensorize, variant_config  # noqa: E402
 from onepiece.model.model import SCORE_CHUNK  # noqa: E402
+from onepiece.serving.export import ExportConfig  # noqa: E402
 
 
 def best_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
@@ -97,8 +106,23 @@ def context_rows(n: int, ih: int, pa_per_group: int, cands: int, seed: int = 0) 
     return pa.Table.from_pydict(cols, schema=CONTEXTS_SCHEMA)
 
 
+#: FlopCounterMode has formulas for the CUDA attention kernels but not for the CPU one
+#: SDPA dispatches to, so without this it counts attention as 0 FLOPs (a third of the
+#: forward's matmul work at the default sizes). The formula is the dense QK^T + AV
+#: count; the rows here are full length and the default mask hides no key from a
+#: query the kernel computes (bidirectional context, visible candidates, the cache cut
+#: at the current block), so every counted FLOP is real work.
+def _cpu_attention_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops
+}
+
+
 def forward_flops(model: OnePiece, x: ModelInputs) -> int:
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
     with torch.inference_mode(), counter:
         model(x)
     return counter.get_total_flops()
@@ -109,11 +133,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--serving-batch", type=int, default=256, help="sequences of C candidates")
     parser.add_argument("--batches", default="32,256,1024")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=ExportConfig().cpu_threads,
+        help="torch threads for the GEMM peak and the model alike (default: what a Triton CPU "
+        "instance runs with, ExportConfig.cpu_threads; 0 = torch's default, one per core)",
+    )
     parser.add_argument("--d-model", type=int, default=0, help="override d (0 = the variant's 64)")
+    parser.add_argument("--n-heads", type=int, default=0, help="override heads (0 = the default)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     sizes = {"d_model": args.d_model} if args.d_model else {}
+    if args.n_heads:
+        sizes["n_heads"] = args.n_heads
     batches = [int(b) for b in args.batches.split(",")]
     if args.quick:
         batches, args.serving_batch, args.repeats = [16], 16, 2
@@ -128,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"GEMM peak (torch.matmul, float32, {threads} threads): {peak:.1f} GFLOP/s wall, "
           f"{peak_cpu:.1f} GFLOP/s per CPU-second")
 
-    config = variant_config("onepiece", **sizes)  # d=64, L=2, 4 heads, K=3, C=12, IH 100, PA 90
+    config = variant_config("onepiece", **sizes)  # the served default: K=3, C=12, IH 100, PA 90
     models = {k: OnePiece(variant_config("onepiece", num_steps=k, **sizes)).eval() for k in (0, 3)}
     table = context_rows(max(batches), config.ih_max_len, config.pa_per_group, config.group_size)
     inputs = tensorize(table, config, fixed_shape=True)
@@ -182,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     serving = figures[str(args.serving_batch)]
     result = {
         "threads": threads,
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # shared machine
+        "n_heads": config.n_heads,
         "serving_batch": args.serving_batch,
         "group_size": c,
         "score_chunk": SCORE_CHUNK,

@@ -4,9 +4,13 @@
 :class:`KVCache` holding the keys/values of earlier positions; the new positions' keys
 and values are appended to it, so block-wise reasoning adds only M query rows per step.
 
-The cache writes into preallocated buffers when autograd is off (serving: no copy of
-the whole cache per step) and concatenates when autograd is on (training: in-place
-writes would invalidate tensors saved for backward).
+Serving (autograd and autocast off, e.g. ``score()`` on the CPU): the context's fused
+QKV projection is written by batched GEMMs straight into a preallocated (B, capacity, 3d)
+buffer, so the cache IS the projection output and the context's keys and values are
+never copied (a reasoning block's M rows are projected by one GEMM and copied in). With
+autocast on (CUDA bf16) keys/values are copied into preallocated buffers; with autograd
+on (training) they are concatenated (in-place writes would invalidate tensors saved for
+backward).
 """
 
 from __future__ import annotations
@@ -19,13 +23,33 @@ from onepiece.model.config import ModelConfig
 
 
 class KVCache:
-    """Keys/values of every layer for the positions seen so far, each (B, h, N, dh)."""
+    """Keys/values of every layer for the positions seen so far."""
 
     def __init__(self, n_layers: int, capacity: int) -> None:
         self.capacity = capacity
         self.length = 0
-        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.projections: list[torch.Tensor | None] = [None] * n_layers  # (B, capacity, 3d)
+        self.keys: list[torch.Tensor | None] = [None] * n_layers  # (B, h, N, dh)
         self.values: list[torch.Tensor | None] = [None] * n_layers
+
+    @staticmethod
+    def projects_in_place(x: torch.Tensor) -> bool:
+        """Whether :meth:`project` serves this forward (no autograd, no autocast)."""
+        return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+    def project(self, layer: int, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Write ``x @ weight.T`` of the (B, n, d) new positions at ``self.length`` of the
+        layer's buffer; return the projections of all positions so far (B, length + n, 3d)."""
+        b, n, _ = x.shape
+        buffer = self.projections[layer]
+        if buffer is None:
+            buffer = self.projections[layer] = x.new_empty(b, self.capacity, weight.shape[0])
+        end = self.length + n
+        if self.length == 0:  # the context: B GEMMs of N rows each, straight into the buffer
+            torch.bmm(x, weight.t().expand(b, -1, -1), out=buffer[:, :end])
+        else:  # a block of M rows: one GEMM over B*M rows (B tiny GEMMs are slow) + a small copy
+            buffer[:, self.length : end] = F.linear(x, weight)
+        return buffer[:, :end]
 
     def append(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
@@ -59,16 +83,26 @@ class SelfAttention(nn.Module):
         self.dropout = config.dropout
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None, layer: int
+        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int
     ) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)
-        # (B, n, d) -> (B, h, n, dh)
-        q, k, v = (t.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        if cache is not None:
-            k, v = cache.append(layer, k, v)  # (B, h, N_so_far, dh)
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # (B, N, d) -> (B, h, N, dh), a view
+            return t.view(b, t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)
+
+        if cache is not None and cache.projects_in_place(x):
+            qkv = cache.project(layer, x, self.qkv.weight)  # (B, N_so_far, 3d)
+            q, k, v = heads(qkv[:, -n:, :d]), heads(qkv[:, :, d : 2 * d]), heads(qkv[:, :, 2 * d :])
+        else:
+            q, k, v = (heads(t) for t in self.qkv(x).split(d, dim=2))
+            if cache is not None:
+                k, v = cache.append(layer, k, v)  # (B, h, N_so_far, dh)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask.to(q.dtype), dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=None if mask is None else mask.to(q.dtype),
+            dropout_p=self.dropout if self.training else 0.0,
         )  # (B, h, n, dh)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
@@ -88,7 +122,7 @@ class Layer(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None, layer: int
+        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int
     ) -> torch.Tensor:
         x = x + self.attn(self.ln_attn(x), mask, cache, layer)
         return x + self.ffn(self.ln_ffn(x))
@@ -102,9 +136,10 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.n_layers))
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None
     ) -> torch.Tensor:
-        """x (B, n, d) new positions; mask (B, 1, n, N_cached + n) -> (B, n, d)."""
+        """x (B, n, d) new positions; mask broadcastable to (B, 1, n, N_cached + n), None
+        = attend everywhere (``masks.attention_mask``) -> (B, n, d)."""
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, cache, i)
         if cache is not None:

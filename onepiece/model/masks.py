@@ -20,6 +20,10 @@ Rules (a query may attend to a key when all hold):
 The structural fields (segment, block, slot, index) are the same for every sequence of
 a batch, so they are kept with batch dimension 1 and only ``valid`` is per sequence: the
 structure is computed once per (Nq, Nk) and padding is added as a [B, 1, 1, Nk] term.
+Only what varies is materialised, and SDPA broadcasts the rest: a bidirectional context
+with visible candidates (onePiece ranking) has no structural restriction, so its mask is
+the (B, 1, 1, Nk) key padding alone, or no mask at all when nothing is padded (the
+attention kernel then reads no mask) instead of building and reading B x N^2 floats.
 The mask is additive (0 or a large negative, not -inf) so that a padding query row,
 which sees nothing, still gives finite outputs.
 """
@@ -72,11 +76,26 @@ def allowed(q: Roles, k: Roles, *, causal: bool, candidates_visible: bool) -> to
 
 def attention_mask(
     q: Roles, k: Roles, *, causal: bool, candidates_visible: bool, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Additive mask (B, 1, Nq, Nk) for scaled_dot_product_attention (0 = attend)."""
+) -> torch.Tensor | None:
+    """Additive mask for scaled_dot_product_attention (0 = attend), broadcastable to
+    (B, 1, Nq, Nk): (1|B, 1, Nq, Nk) with a structural restriction, (B, 1, 1, Nk) with
+    key padding only, None when every query may attend to every key."""
     structure = allowed(q, k, causal=causal, candidates_visible=candidates_visible)
-    blocked = torch.zeros(structure.shape, dtype=dtype, device=structure.device)
-    blocked.masked_fill_(~structure, MASKED)  # (1|B, Nq, Nk)
-    padding = torch.zeros(k.valid.shape, dtype=dtype, device=structure.device)
-    padding.masked_fill_(~k.valid, MASKED)  # (B, Nk)
-    return (blocked[:, None] + padding[:, None, None, :]).to(dtype)  # (B, 1, Nq, Nk)
+    restricted = not bool(structure.all())
+    padded = not bool(k.valid.all())
+    mask = None
+    if restricted:
+        mask = torch.zeros(structure.shape, dtype=dtype, device=structure.device)
+        mask = mask.masked_fill_(~structure, MASKED)[:, None]  # (1|B, 1, Nq, Nk)
+    if padded:
+        padding = torch.zeros(k.valid.shape, dtype=dtype, device=structure.device)
+        padding = padding.masked_fill_(~k.valid, MASKED)[:, None, None]  # (B, 1, 1, Nk)
+        mask = padding if mask is None else mask + padding
+    return mask
+
+
+def mask_rows(mask: torch.Tensor | None, rows: slice, keys: int) -> torch.Tensor | None:
+    """The query rows ``rows`` and first ``keys`` key columns of an ``attention_mask``."""
+    if mask is None:
+        return None
+    return mask[:, :, rows if mask.shape[2] > 1 else slice(None), :keys]

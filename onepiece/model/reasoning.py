@@ -20,7 +20,7 @@ from torch import nn
 
 from onepiece.model.backbone import Backbone, KVCache
 from onepiece.model.config import ModelConfig
-from onepiece.model.masks import SEG_REASON, Roles, attention_mask
+from onepiece.model.masks import SEG_REASON, Roles, attention_mask, mask_rows
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Reasoner(nn.Module):
         self.backbone = Backbone(config)
         self.rpe = nn.Embedding(max(config.num_steps, 1), config.d_model)  # E_rpe[k], k >= 1
 
-    def _mask(self, q: Roles, k: Roles, like: torch.Tensor) -> torch.Tensor:
+    def _mask(self, q: Roles, k: Roles, like: torch.Tensor) -> torch.Tensor | None:
         return attention_mask(
             q,
             k,
@@ -83,15 +83,16 @@ class Reasoner(nn.Module):
         block_roles = self._block_roles(spec, n)
         all_roles = roles.cat(block_roles)
         rows = all_roles if cache is None else block_roles
-        mask = self._mask(rows, all_roles, h)  # (B, 1, N + K*M or K*M, N + K*M)
+        mask = self._mask(rows, all_roles, h)  # rows: N + K*M or K*M; keys N + K*M
         seq_tokens = tokens
         for step in range(1, k_steps + 1):
             new_tokens = blocks[-1] + self.rpe.weight[step - 1]  # (B, M, d)
             end = n + step * m  # keys visible to block k
             if cache is not None:
-                out = self.backbone(new_tokens, mask[:, :, (step - 1) * m : step * m, :end], cache)
+                rows_k = mask_rows(mask, slice((step - 1) * m, step * m), end)
+                out = self.backbone(new_tokens, rows_k, cache)
             else:
                 seq_tokens = torch.cat([seq_tokens, new_tokens], dim=1)
-                out = self.backbone(seq_tokens, mask[:, :, :end, :end])[:, -m:]
+                out = self.backbone(seq_tokens, mask_rows(mask, slice(end), end))[:, -m:]
             blocks.append(out)  # B_k (B, M, d)
         return torch.stack(blocks, dim=2)  # (B, M, K+1, d)

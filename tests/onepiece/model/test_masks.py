@@ -91,3 +91,19 @@ def _run_roles(x: torch.Tensor, roles: Roles) -> torch.Tensor:
     torch.manual_seed(1)
     backbone = Backbone(CONFIG).eval()
     return backbone(x, attention_mask(roles, roles, causal=False, candidates_visible=True))
+
+
+def test_the_mask_materialises_only_what_varies():
+    """SDPA broadcasts the mask: a bidirectional context with visible candidates needs no
+    mask without padding and a (B, 1, 1, N) key mask with it; structure adds query rows."""
+    ctx = _roles(2)
+    n_ctx = Roles(*(t[:, :N_CTX] for t in ctx.astuple()))  # no reasoning blocks
+    assert attention_mask(n_ctx, n_ctx, causal=False, candidates_visible=True) is None
+    n_ctx.valid[1, 0] = False
+    padded = attention_mask(n_ctx, n_ctx, causal=False, candidates_visible=True)
+    assert padded is not None and padded.shape == (2, 1, 1, N_CTX)
+    assert (padded[1, 0, 0, 0] < -1e8) and (padded[0] == 0).all()
+    causal = attention_mask(n_ctx, n_ctx, causal=True, candidates_visible=True)
+    assert causal is not None and causal.shape == (2, 1, N_CTX, N_CTX)
+    full = attention_mask(ctx, ctx, causal=False, candidates_visible=True)  # blocks: structure
+    assert full is not None and full.shape[2:] == (ctx.length, ctx.length)
