@@ -19,6 +19,7 @@ ONEPIECE_BEAM_WORKERS           local Beam worker processes (default 2)
 ONEPIECE_BEAM_ARGS              extra Beam flags, shell-quoted (--flink_master=..., ...)
 ONEPIECE_REFRESH_WINDOW_MINUTES scoring window after the logical date (default 60)
 ONEPIECE_MAX_FAILED_REQUESTS    dead-lettered requests tolerated per run (default 0)
+ONEPIECE_AUDIT_ATTRIBUTION_HOURS how long after a window its outcomes count (default 6)
 ==============================  ==========================================================
 """
 
@@ -241,6 +242,36 @@ class PublishConfig:
             max_eval_requests=_int(str(params.get("max_eval_requests", "")), 2000, "max_eval_requests"),
             feature_repo=_feature_repo(params, env),
             beam=BeamConfig.from_params(params, env),
+        )
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The outcomes audit: at T, measure the refresh run whose window and attribution
+    horizon have both passed, i.e. the run of T - window - attribution."""
+
+    data: str
+    window: dt.timedelta = dt.timedelta(hours=1)
+    attribution: dt.timedelta = dt.timedelta(hours=6)
+    top_k: int = 20
+
+    def __post_init__(self) -> None:
+        if self.window <= dt.timedelta(0) or self.attribution < dt.timedelta(0) or self.top_k < 1:
+            raise UserError(f"audit: window must be positive, attribution >= 0 and top_k >= 1, got {self}")
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> AuditConfig:
+        params = params or {}
+        env = os.environ if env is None else env
+        minutes = _int(_pick(params, "window_minutes", env, "ONEPIECE_REFRESH_WINDOW_MINUTES"), 60, "window_minutes")
+        hours = _int(_pick(params, "attribution_hours", env, "ONEPIECE_AUDIT_ATTRIBUTION_HOURS"), 6, "attribution_hours")
+        return cls(
+            data=_data(params, env),
+            window=dt.timedelta(minutes=minutes),
+            attribution=dt.timedelta(hours=hours),
+            top_k=_int(str(params.get("top_k") or ""), 20, "top_k"),
         )
 
 

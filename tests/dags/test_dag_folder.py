@@ -41,7 +41,7 @@ def _inspect(tmp_path, **env) -> dict:
 def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
     found = _inspect(tmp_path, ONEPIECE_TASK_RETRIES="3", ONEPIECE_REFRESH_SCHEDULE="15 * * * *")
     assert found["errors"] == {}
-    assert set(found["dags"]) == {"prerank_refresh", "feature_registry", "model_publish"}
+    assert set(found["dags"]) == {"prerank_refresh", "feature_registry", "model_publish", "outcomes_audit"}
 
     refresh = found["dags"]["prerank_refresh"]
     assert refresh["tasks"] == {
@@ -70,6 +70,10 @@ def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
     assert "force" in registry["params"]
     assert registry["outlets"] == {"apply": ["onepiece_feature_registry"]}
     assert registry["retries"]["validate"] == 0  # a refused change does not heal by retrying
+
+    audit = found["dags"]["outcomes_audit"]
+    assert audit["tasks"] == {"audit": []}
+    assert {"window_minutes", "attribution_hours", "top_k", "data"} <= set(audit["params"])
 
     publish = found["dags"]["model_publish"]
     assert publish["outlets"] == {"pin": ["onepiece_model_pin"]}

@@ -191,3 +191,23 @@ def test_a_failure_in_scoring_publishes_nothing_and_keeps_the_previous_partition
     assert (data / "serving" / "prerank_scores.json").read_bytes() == pointer
     dead = list((data / "_runs").rglob("requests.jsonl"))
     assert dead, "the failed requests are kept for inspection in the run's staging root"
+
+
+def test_the_outcomes_audit_measures_a_refresh_once_its_outcomes_are_logged(backfill, env):
+    # A 6-hour window plus the default 6 hours of attribution: at 12:00 the audit measures
+    # the refresh of 00:00.
+    result = dags_test(env, "outcomes_audit", f"{DATES[0]}T12:00:00+00:00")
+    assert result.returncode == 0, tail(result)
+    out = backfill.data / "outcomes" / _partition(DATES[0])
+    figures = json.loads((out / "outcomes.json").read_text())
+    scores = pq.read_table(backfill.data / "scores" / _partition(DATES[0]))
+    assert figures["rows"] == scores.num_rows
+    assert figures["window"]["horizon"] == f"{DATES[0]}T12:00:00+00:00"
+    shown = json.loads((backfill.data / "world.json").read_text())["config"]["impressions_per_request"]
+    assert figures["tasks"]["impression"]["positives"] == shown * figures["requests"]
+    assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # An hour later the audit looks for the refresh of 01:00, which never ran.
+    result = dags_test(env, "outcomes_audit", f"{DATES[0]}T13:00:00+00:00")
+    assert result.returncode != 0
+    assert f"scores/dt={DATES[0]}/hour=01 was never published" in result.stdout + result.stderr

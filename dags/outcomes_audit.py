@@ -1,0 +1,55 @@
+"""outcomes_audit: measure published pre-rank scores against what users did next.
+
+    audit
+
+At logical date T the DAG audits the ``prerank_refresh`` partition of
+T - window - attribution (the newest run whose outcomes are all logged by T): AUC and
+GAUC per task head, calibration (mean predicted against realised rate, a reliability
+plot) and the share of clicks and orders the fused score kept in each request's top k.
+It writes ``outcomes/dt=.../hour=.../`` (``outcomes.json``, ``reliability.png``) and
+never touches the scores. Schedule: ``$ONEPIECE_AUDIT_SCHEDULE`` (default hourly, like
+the refresh). The task body is one call into ``onepiece.pipeline.audit``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from airflow.sdk import Param, dag, task
+
+from onepiece.pipeline.config import task_retry_args
+
+
+@dag(
+    dag_id="outcomes_audit",
+    schedule=os.environ.get("ONEPIECE_AUDIT_SCHEDULE", "@hourly"),
+    start_date=dt.datetime.fromisoformat(
+        os.environ.get("ONEPIECE_REFRESH_START", "2026-11-01T00:00:00+00:00")
+    ),
+    catchup=False,
+    max_active_runs=1,
+    default_args=task_retry_args(),
+    tags=["onepiece"],
+    params={
+        "window_minutes": Param(0, type="integer", minimum=0,
+                                description="The refresh window; 0: $ONEPIECE_REFRESH_WINDOW_MINUTES, else 60."),
+        "attribution_hours": Param(0, type="integer", minimum=0,
+                                   description="Hours after the window whose events count; 0: $ONEPIECE_AUDIT_ATTRIBUTION_HOURS, else 6."),
+        "top_k": Param(0, type="integer", minimum=0, description="The pre-rank's cut per request; 0: 20."),
+        "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
+    },
+    doc_md=__doc__,
+)
+def outcomes_audit():
+    @task
+    def audit(**context) -> dict:
+        from onepiece.pipeline.audit import audit as audit_run
+        from onepiece.pipeline.config import AuditConfig
+
+        return audit_run(AuditConfig.from_params(context["params"]), context["logical_date"])
+
+    audit()
+
+
+outcomes_audit()
