@@ -31,7 +31,8 @@ def ablation_command(
     max_train_requests: Annotated[int, typer.Option(help="Training requests sampled (0 = all).")] = 1500,
     max_test_requests: Annotated[int, typer.Option(help="Test requests sampled (0 = all).")] = 600,
     seed: Annotated[int, typer.Option(help="Seed shared by every row.")] = 0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    threads: Annotated[int, typer.Option(help="torch CPU threads per row.")] = 1,
+    workers: Annotated[int, typer.Option(help="Rows trained at once, one process each.")] = 2,
     model_set: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a ModelConfig field of every row, KEY=VALUE; repeatable."),
@@ -55,7 +56,7 @@ def ablation_command(
     if unknown:
         raise UserError(f"--variants: unknown rows {unknown}; expected some of {list(ablation.VARIANT_NAMES)}")
     cfg = ablation.AblationConfig(
-        seed=seed, epochs=epochs, threads=threads,
+        seed=seed, epochs=epochs, threads=threads, workers=workers,
         max_train_requests=max_train_requests or None, max_test_requests=max_test_requests or None,
     )
     with staged_dir(out) as staging:
@@ -137,7 +138,8 @@ def ml100k_command(
     epochs: Annotated[int, typer.Option(help="Maximum epochs per model.")] = 6,
     samples_per_user: Annotated[int, typer.Option(help="Training prefixes per user and epoch.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    threads: Annotated[int, typer.Option(help="torch CPU threads per model.")] = 1,
+    workers: Annotated[int, typer.Option(help="Models trained at once, one process each.")] = 2,
     max_users: Annotated[int | None, typer.Option(help="Evaluate the first N users only.")] = None,
 ) -> None:
     """MovieLens-100k, leave-one-out, full ranking: HR@10, NDCG@10, MRR@10 for onePiece
@@ -155,7 +157,8 @@ def ml100k_command(
     data = ml100k_data.load(path)
     split = ml100k_data.leave_one_out(data)
     cfg = ml100k.ML100kConfig(
-        epochs=epochs, samples_per_user=samples_per_user, seed=seed, threads=threads, max_users=max_users
+        epochs=epochs, samples_per_user=samples_per_user, seed=seed, threads=threads, workers=workers,
+        max_users=max_users,
     )
     console.print(f"MovieLens-100k: {data.n_users} users, {data.n_items} items, {len(split.users)} evaluated")
 

@@ -6,7 +6,9 @@ differ from their neighbour in one ModelConfig field; where the paper's row is n
 exact same change, the ``note`` says what ours is.
 
 Early stopping never looks at the test day: it uses a seeded random 10% of the training
-requests (held out from fitting). Every row gets the same data, seed and budget.
+requests (held out from fitting). Every row gets the same data, seed and budget. Rows
+train two at a time, one process each (``AblationConfig.workers``), with the same
+numbers as one by one.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ class AblationConfig:
     max_test_requests: int | None = 600
     valid_fraction: float = 0.1
     max_unexposed: int | None = 20
-    threads: int = 2
+    threads: int = 1  # torch threads per row
+    #: Rows trained at once, one process each (2 = both cores of a 2-core machine).
+    workers: int = 2
 
 
 def _sample(rows: pa.Table, n: int | None, rng: np.random.Generator) -> pa.Table:
@@ -122,6 +126,24 @@ def ablation_row(variant: str, doc: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def train_and_evaluate(
+    variant: str,
+    model_config: Any,
+    train_config: Any,
+    fit: pa.Table,
+    valid: pa.Table,
+    test: pa.Table,
+    report: Callable[[Any], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One row: train on ``fit`` (early stopping on ``valid``), evaluate on ``test``."""
+    from onepiece.evaluation.evaluate import evaluate_model
+    from onepiece.training.loop import train
+
+    result = train(model_config, train_config, fit, valid)
+    doc = evaluate_model(result.model, test, seed=train_config.seed)
+    return ablation_row(variant, doc), result.history
+
+
 def run_ablation(
     train_rows: pa.Table,
     test_rows: pa.Table,
@@ -130,12 +152,15 @@ def run_ablation(
     on_row: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     model_overrides: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train and evaluate every variant; returns (ablation rows, histories by variant)."""
-    from onepiece.evaluation.evaluate import evaluate_model
+    """Train and evaluate every variant; returns (ablation rows, histories by variant).
+
+    ``cfg.workers`` rows train at once, one process each, with the same numbers as one
+    by one (``training.parallel``); ``on_row`` is called here as rows finish.
+    """
     from onepiece.evaluation.ranking import flat_candidates, popularity_scores, ranking_metrics
     from onepiece.model import variant_config
     from onepiece.training.config import TrainConfig
-    from onepiece.training.loop import train
+    from onepiece.training.parallel import run_jobs
 
     fit, valid, test = split_rows(train_rows, test_rows, cfg)
     overrides = vocab_sizes(fit, valid, test) | (model_overrides or {})
@@ -143,20 +168,16 @@ def run_ablation(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         patience=cfg.patience, max_unexposed=cfg.max_unexposed, threads=cfg.threads,
     )
-    rows, histories = [], {}
     # The popularity baseline (item positives on the training days) as a reference row.
     flat = flat_candidates(test)
     popularity = {"ranking": ranking_metrics(flat, popularity_scores(fit, flat))}
-    rows.append(ablation_row("popularity", popularity))
-    for variant in variants:
-        result = train(variant_config(variant, **overrides), train_config, fit, valid)
-        doc = evaluate_model(result.model, test, seed=cfg.seed)
-        row = ablation_row(variant, doc)
-        rows.append(row)
-        histories[variant] = result.history
-        if on_row is not None:
-            on_row(row, result.history)
-    return rows, histories
+    jobs = {v: (v, variant_config(v, **overrides), train_config, fit, valid, test) for v in variants}
+    done = run_jobs(
+        train_and_evaluate, jobs, cfg.workers,
+        on_done=(lambda name, result: on_row(*result)) if on_row is not None else None,
+    )
+    rows = [ablation_row("popularity", popularity)] + [done[v][0] for v in variants]
+    return rows, {v: done[v][1] for v in variants}
 
 
 def markdown_table(rows: list[dict[str, Any]], sizes: dict[str, int] | None = None) -> str:

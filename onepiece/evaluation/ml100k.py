@@ -13,7 +13,8 @@ sample is a context row (TRAINING_SCHEMA) that the model's own ``tensorize`` rea
 Training: for every user, prefixes of the training part of the sequence predict the next
 movie (at most ``samples_per_user`` random prefixes per epoch); the loss is the model
 package's retrieval loss (BCE over the target and ``negatives`` random movies, plus the
-bidirectional in-batch contrastive term). Early stopping on validation NDCG@10.
+bidirectional in-batch contrastive term). Early stopping on validation NDCG@10. The two
+models train at once, one process each (``workers``), with the same numbers as one by one.
 
 Evaluation: leave-one-out (``ml100k_data``), full ranking over all movies, the user's
 previous movies masked out (as RecBole does), ties pessimistic; HR@10, NDCG@10, MRR@10.
@@ -21,20 +22,19 @@ previous movies masked out (as RecBole does), ties pessimistic; HR@10, NDCG@10, 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from onepiece.contract import EVENT_TYPE_CODE, ITEM_FEATURES, TASKS, TRAINING_SCHEMA
 from onepiece.evaluation import metrics
 from onepiece.evaluation.ml100k_data import ML100k, LeaveOneOut
+from onepiece.training.batches import Batch
 
 CUTOFF = 10
 AS_OF = dt.datetime(1998, 5, 1, tzinfo=dt.UTC)  # after the last ml-100k rating
@@ -57,7 +57,9 @@ class ML100kConfig:
     negatives: int = 16
     d_model: int = 64
     patience: int = 2
-    threads: int = 1
+    threads: int = 1  # torch threads per model
+    #: Models trained at once, one process each (2 = both models on a 2-core machine).
+    workers: int = 2
     max_users: int | None = None  # evaluate on the first N users only (tests)
 
 
@@ -250,6 +252,24 @@ def holdout_ranks(model, data: ML100k, split: LeaveOneOut, cfg: ML100kConfig) ->
 # ---------------------------------------------------------------------------
 
 
+def epoch_batches(
+    model_config, data: ML100k, split: LeaveOneOut, cfg: ML100kConfig, epoch: int
+) -> Iterator[Batch]:
+    """The training batches of one epoch; the same (seed, epoch) gives the same batches."""
+    from onepiece.model import tensorize
+    from onepiece.model.inputs import candidate_values
+
+    samples = training_samples(split, data, cfg, np.random.default_rng([cfg.seed, epoch]))
+    tcfg = dataclasses.replace(model_config, group_size=0)  # the pool is one sequence
+    # Batches stay random slices (no length bucketing): the in-batch contrastive term
+    # takes its negatives from the batch, so grouping similar prefix lengths would
+    # change the objective, not only the padding.
+    for start in range(0, samples.num_rows, cfg.batch_size):
+        sub = samples.slice(start, cfg.batch_size)
+        inputs = tensorize(sub, tcfg)
+        yield Batch(inputs, {t: candidate_values(sub, f"label_{t}", inputs) for t in TASKS})
+
+
 def train_retrieval(
     model_config,
     data: ML100k,
@@ -258,52 +278,36 @@ def train_retrieval(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ):
     """Train one model; returns (best model, history with loss per step and val NDCG)."""
-    from onepiece.model import OnePiece, tensorize
-    from onepiece.model.inputs import candidate_values
-    from onepiece.model.losses import retrieval_loss
+    from onepiece.training.fit import FitSettings, Score, fit
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    model = OnePiece(model_config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    tcfg = dataclasses.replace(model_config, group_size=0)  # the pool is one sequence
-    history: dict[str, Any] = {"steps": [], "epochs": [], "eval_metric": f"val_ndcg@{CUTOFF}"}
-    best, best_state, best_epoch, stale, step = -1.0, None, None, 0, 0
-    for epoch in range(1, cfg.epochs + 1):
-        rng = np.random.default_rng([cfg.seed, epoch])
-        samples = training_samples(split, data, cfg, rng)
-        model.train()
-        losses = []
-        for start in range(0, samples.num_rows, cfg.batch_size):
-            sub = samples.slice(start, cfg.batch_size)
-            inputs = tensorize(sub, tcfg)
-            labels = {t: candidate_values(sub, f"label_{t}", inputs) for t in TASKS}
-            out = model(inputs)
-            loss = retrieval_loss(out.user_vectors, out.item_vectors, labels, out.cand_valid, model_config)
-            optimizer.zero_grad(set_to_none=True)
-            loss["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            losses.append(float(loss["total"].detach()))
-            history["steps"].append({"epoch": epoch, "step": step, "loss": losses[-1]})
-        model.eval()
-        val = ranking_scores(validation_ranks(model, data, split, cfg))[f"ndcg@{CUTOFF}"]
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "eval": val}
-        history["epochs"].append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        if val > best:
-            best, best_epoch, stale = val, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    history["best_epoch"], history["best_eval"] = best_epoch, best
-    return model.eval(), history
+    def evaluate(model) -> Score:
+        ndcg = ranking_scores(validation_ranks(model, data, split, cfg))[f"ndcg@{CUTOFF}"]
+        return Score(f"val_ndcg@{CUTOFF}", ndcg)
+
+    settings = FitSettings(
+        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, patience=cfg.patience,
+        seed=cfg.seed, threads=cfg.threads,
+    )
+    result = fit(
+        model_config,
+        settings,
+        lambda epoch: epoch_batches(model_config, data, split, cfg, epoch),
+        evaluate,
+        on_epoch=on_epoch,
+    )
+    return result.model, result.history
+
+
+def train_and_test(
+    model_config,
+    data: ML100k,
+    split: LeaveOneOut,
+    cfg: ML100kConfig,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train one model and rank the test targets: (HR/NDCG/MRR, history)."""
+    model, history = train_retrieval(model_config, data, split, cfg, on_epoch)
+    return ranking_scores(holdout_ranks(model, data, split, cfg)), history
 
 
 def run(
@@ -312,11 +316,14 @@ def run(
     cfg: ML100kConfig,
     on_epoch: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Train and test both models: ({"onepiece": {...}, "sasrec": {...}}, histories)."""
-    results, histories = {}, {}
-    for name, model_config in model_configs(data, cfg).items():
-        hook = (lambda record, n=name: on_epoch(n, record)) if on_epoch else None
-        model, history = train_retrieval(model_config, data, split, cfg, hook)
-        results[name] = ranking_scores(holdout_ranks(model, data, split, cfg))
-        histories[name] = history
-    return results, histories
+    """Train and test both models: ({"onepiece": {...}, "sasrec": {...}}, histories).
+
+    With ``cfg.workers > 1`` the models train at once, one process each, with the same
+    numbers (``training.parallel``); ``on_epoch(name, record)`` is called here as epochs
+    finish.
+    """
+    from onepiece.training.parallel import run_jobs
+
+    jobs = {name: (mc, data, split, cfg) for name, mc in model_configs(data, cfg).items()}
+    done = run_jobs(train_and_test, jobs, cfg.workers, on_event=on_epoch)
+    return {n: done[n][0] for n in jobs}, {n: done[n][1] for n in jobs}

@@ -6,12 +6,14 @@ tests need no download; one slow test runs the real download when PyPI is reacha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from onepiece.cli import app
@@ -94,7 +96,8 @@ def test_ml100k_command_writes_metrics_in_the_issue_shape(tmp_path: Path) -> Non
     wheel = fake_wheel(tmp_path / "w.whl", n_users=20)
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        app, ["ml100k", "--wheel", str(wheel), "--out", str(out), "--epochs", "2", "--samples-per-user", "3"]
+        app, ["ml100k", "--wheel", str(wheel), "--out", str(out), "--epochs", "2", "--samples-per-user", "3",
+              "--workers", "1"]
     )
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "metrics.json").read_text())
@@ -103,6 +106,32 @@ def test_ml100k_command_writes_metrics_in_the_issue_shape(tmp_path: Path) -> Non
         assert list(scores) == ["hr@10", "ndcg@10", "mrr@10"]
         assert 0.0 <= scores["mrr@10"] <= scores["ndcg@10"] <= scores["hr@10"] <= 1.0
     assert (out / "training_curves_onepiece.png").stat().st_size > 0
+
+
+def test_training_batches_hold_every_sample_once_and_are_seeded(tmp_path: Path) -> None:
+    data = ml100k_data.load(fake_wheel(tmp_path / "w.whl", n_users=20))
+    split = ml100k_data.leave_one_out(data)
+    cfg = ml100k.ML100kConfig(d_model=16, ih_max_len=4, samples_per_user=3, batch_size=8)
+    config = ml100k.model_configs(data, cfg)["onepiece"]
+    batches = list(ml100k.epoch_batches(config, data, split, cfg, epoch=1))
+    n_samples = sum(min(len(t) - 1, 3) for t in split.train)
+    assert sum(int(b.inputs.ih_len.shape[0]) for b in batches) == n_samples
+    # One target per sample: its label is 1 for every task.
+    assert all(float(b.labels["click"][:, 0].min()) == 1.0 for b in batches)
+    again = list(ml100k.epoch_batches(config, data, split, cfg, epoch=1))
+    assert all(torch.equal(a.inputs.ih_item_cat, b.inputs.ih_item_cat) for a, b in zip(batches, again))
+
+
+@pytest.mark.slow
+def test_training_both_models_at_once_gives_the_one_by_one_numbers(tmp_path: Path) -> None:
+    data = ml100k_data.load(fake_wheel(tmp_path / "w.whl", n_users=20))
+    split = ml100k_data.leave_one_out(data)
+    cfg = ml100k.ML100kConfig(epochs=2, samples_per_user=3, d_model=16, ih_max_len=8, batch_size=16)
+    seen: list[tuple[str, int]] = []
+    parallel = ml100k.run(data, split, cfg, on_epoch=lambda name, record: seen.append((name, record["epoch"])))
+    serial = ml100k.run(data, split, dataclasses.replace(cfg, workers=1))
+    assert parallel == serial
+    assert sorted(seen) == [("onepiece", 1), ("onepiece", 2), ("sasrec", 1), ("sasrec", 2)]
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -60,7 +61,8 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     result = CliRunner().invoke(
         app,
         ["ablation", "--trainset", str(tmp_path / "ts"), "--out", str(out), "--variants", "onepiece,hstu",
-         "--epochs", "1", "--threads", "1", "--max-train-requests", "60", "--max-test-requests", "40"]
+         "--epochs", "1", "--threads", "1", "--workers", "1", "--max-train-requests", "60",
+         "--max-test-requests", "40"]
         + [a for k, v in tiny_model.items() for a in ("--set", f"{k}={json.dumps(v)}")],
     )
     assert result.exit_code == 0, result.output
@@ -73,6 +75,23 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     table = (out / "ablation.md").read_text()
     assert "| main | onepiece |" in table and "0.911" in table  # the paper's number beside ours
     assert (out / "ablation_click_auc.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_rows_trained_at_once_equal_rows_trained_one_by_one(tiny_split, tiny_model) -> None:
+    train_rows, test_rows = tiny_split
+    cfg = ablation.AblationConfig(epochs=1, max_train_requests=40, max_test_requests=30, batch_size=32)
+    reported: list[str] = []
+    parallel = ablation.run_ablation(
+        train_rows, test_rows, cfg, ("onepiece", "hstu"), on_row=lambda row, history: reported.append(row["variant"]),
+        model_overrides=tiny_model,
+    )
+    serial = ablation.run_ablation(
+        train_rows, test_rows, dataclasses.replace(cfg, workers=1), ("onepiece", "hstu"), model_overrides=tiny_model
+    )
+    assert parallel == serial
+    assert [r["variant"] for r in parallel[0]] == ["popularity", "onepiece", "hstu"]
+    assert sorted(reported) == ["hstu", "onepiece"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,51 @@
+"""Jobs in spawned processes: the same results and progress as one after another."""
+
+from __future__ import annotations
+
+import pytest
+
+from onepiece.training.parallel import run_jobs
+
+
+def square_with_progress(x: int, report=None) -> int:
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    for step in range(x):
+        if report is not None:
+            report(step)
+    return x * x
+
+
+def _run(workers: int) -> tuple[dict, list]:
+    seen: list = []
+    results = run_jobs(
+        square_with_progress, {"a": (3,), "b": (2,), "c": (1,)}, workers,
+        on_event=lambda name, event: seen.append((name, event)),
+        on_done=lambda name, result: seen.append((name, "done", result)),
+    )
+    return results, seen
+
+
+def _per_job(seen: list, name: str) -> list:
+    return [s[1:] for s in seen if s[0] == name]
+
+
+def test_one_worker_runs_the_jobs_in_order() -> None:
+    results, seen = _run(1)
+    assert list(results.items()) == [("a", 9), ("b", 4), ("c", 1)]
+    assert seen[:4] == [("a", 0), ("a", 1), ("a", 2), ("a", "done", 9)]
+
+
+def test_a_failing_job_raises() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        run_jobs(square_with_progress, {"a": (-1,)}, 1)
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_results_and_events_before_done() -> None:
+    results, seen = _run(2)
+    assert list(results.items()) == [("a", 9), ("b", 4), ("c", 1)]
+    for name, n in (("a", 3), ("b", 2), ("c", 1)):
+        assert _per_job(seen, name) == [(step,) for step in range(n)] + [("done", n * n)]
+    with pytest.raises(ValueError, match="negative"):
+        run_jobs(square_with_progress, {"a": (1,), "b": (-1,)}, 2)
