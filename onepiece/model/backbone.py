@@ -3,6 +3,9 @@
 ``x = x + MHSA(LN x); x = x + FFN(LN x)``. A forward over new positions may pass a
 :class:`KVCache` holding the keys/values of earlier positions; the new positions' keys
 and values are appended to it, so block-wise reasoning adds only M query rows per step.
+A forward may also ask for the outputs of some rows only (``rows``, e.g. the candidate
+positions whose hidden states are B_0): the last layer then runs the queries, output
+projection and FFN of those rows alone; every position's keys and values are still used.
 
 Serving (autograd and autocast off, e.g. ``score()`` on the CPU): the context's fused
 QKV projection is written by batched GEMMs straight into a preallocated (B, capacity, 3d)
@@ -72,6 +75,17 @@ class KVCache:
         return past_k[:, :, : start + n], past_v[:, :, : start + n]
 
 
+def select_rows(t: torch.Tensor, rows: torch.Tensor, dim: int) -> torch.Tensor:
+    """Entries ``rows`` of ``t`` along ``dim`` (1 for (B, N, d) states, 2 for a mask's query
+    rows): ``rows`` (1, M) are the same positions in every sequence, (B, M) one per sequence."""
+    if rows.shape[0] == 1:
+        return t.index_select(dim, rows[0])
+    shape = list(t.shape)
+    shape[0], shape[dim] = rows.shape
+    index = rows[:, :, None] if dim == 1 else rows[:, None, :, None]
+    return t.expand(rows.shape[0], *t.shape[1:]).gather(dim, index.expand(shape))
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -83,8 +97,15 @@ class SelfAttention(nn.Module):
         self.dropout = config.dropout
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """x (B, n, d) new positions -> (B, n, d); with ``rows`` (1 or B, M) only those
+        positions query (-> (B, M, d)) while every position's key and value is used."""
         b, n, d = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:  # (B, N, d) -> (B, h, N, dh), a view
@@ -92,11 +113,18 @@ class SelfAttention(nn.Module):
 
         if cache is not None and cache.projects_in_place(x):
             qkv = cache.project(layer, x, self.qkv.weight)  # (B, N_so_far, 3d)
-            q, k, v = heads(qkv[:, -n:, :d]), heads(qkv[:, :, d : 2 * d]), heads(qkv[:, :, 2 * d :])
+            q, k, v = qkv[:, -n:, :d], heads(qkv[:, :, d : 2 * d]), heads(qkv[:, :, 2 * d :])
         else:
-            q, k, v = (heads(t) for t in self.qkv(x).split(d, dim=2))
+            q, k, v = self.qkv(x).split(d, dim=2)
+            k, v = heads(k), heads(v)
             if cache is not None:
                 k, v = cache.append(layer, k, v)  # (B, h, N_so_far, dh)
+        if rows is not None:
+            q = select_rows(q, rows, 1)
+            if mask is not None and mask.shape[2] > 1:
+                mask = select_rows(mask, rows, 2)
+        n = q.shape[1]
+        q = heads(q)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -122,9 +150,15 @@ class Layer(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None, layer: int
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x), mask, cache, layer)
+        attended = self.attn(self.ln_attn(x), mask, cache, layer, rows)
+        x = (x if rows is None else select_rows(x, rows, 1)) + attended
         return x + self.ffn(self.ln_ffn(x))
 
 
@@ -136,12 +170,20 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.n_layers))
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, n, d) new positions; mask broadcastable to (B, 1, n, N_cached + n), None
-        = attend everywhere (``masks.attention_mask``) -> (B, n, d)."""
+        = attend everywhere (``masks.attention_mask``) -> (B, n, d). With ``rows`` (1 or
+        B, M) only those positions' outputs are returned, (B, M, d): the last layer then
+        runs its queries, output projection and FFN on those M rows alone (the others'
+        outputs would be discarded; their keys and values are still computed and cached)."""
+        n, last = x.shape[1], len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, cache, i)
+            x = layer(x, mask, cache, i, rows if i == last else None)
         if cache is not None:
-            cache.length += x.shape[1]
+            cache.length += n
         return x

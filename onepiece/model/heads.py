@@ -2,12 +2,14 @@
 
 All heads return logits per task shaped (B, C, S): candidate slot x output step
 (S = K + 1, step 0 is B_0). Every task head runs at every step; which step supervises
-(and is read by ``score()``) is ``ModelConfig.task_steps()``.
+(and is read by ``score()``) is ``ModelConfig.task_steps()``. ``score()`` asks the block
+ranking head for each task at that step only (``at_steps``), the same logits.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onepiece.contract.schemas import TASKS
@@ -34,6 +36,24 @@ class MultiTaskMLP(nn.Module):
         logits = (h * self.out_weight).sum(-1) + self.out_bias  # (..., T)
         return {task: logits[..., i] for i, task in enumerate(self.tasks)}
 
+    def at_steps(self, x: torch.Tensor, steps: dict[str, int]) -> dict[str, torch.Tensor]:
+        """Each task's logits at its one step: x (..., S, d_in) -> task -> (...), equal to
+        ``forward(x)[task][..., steps[task]]`` without the task MLPs of unread steps.
+        Consecutive tasks read at the same step share one GEMM (weight slices, no copy)."""
+        out: dict[str, torch.Tensor] = {}
+        first, dh = 0, self.d_hidden
+        while first < len(self.tasks):
+            step, stop = steps[self.tasks[first]], first + 1
+            while stop < len(self.tasks) and steps[self.tasks[stop]] == step:
+                stop += 1
+            hidden = slice(first * dh, stop * dh)
+            h = self.act(F.linear(x[..., step, :], self.hidden.weight[hidden], self.hidden.bias[hidden]))
+            h = h.view(*h.shape[:-1], stop - first, dh)
+            logits = (h * self.out_weight[first:stop]).sum(-1) + self.out_bias[first:stop]
+            out |= {self.tasks[i]: logits[..., i - first] for i in range(first, stop)}
+            first = stop
+        return out
+
 
 class BlockRankingHead(nn.Module):
     """onePiece ranking: candidate i's hidden state h_{i,k} -> per-task logit s_{i,k}."""
@@ -45,6 +65,10 @@ class BlockRankingHead(nn.Module):
 
     def forward(self, blocks: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.tasks(self.norm(blocks))  # (B, C, S, d) -> task -> (B, C, S)
+
+    def at_steps(self, blocks: torch.Tensor, steps: dict[str, int]) -> dict[str, torch.Tensor]:
+        """Each task's logits at its step only: (B, C, S, d) -> task -> (B, C)."""
+        return self.tasks.at_steps(self.norm(blocks), steps)
 
 
 class UserStateHead(nn.Module):

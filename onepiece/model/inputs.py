@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -215,6 +215,41 @@ class ModelInputs:
     def rows(self, start: int, stop: int) -> ModelInputs:
         """Sequences start..stop-1 as views (no copy)."""
         return self.select(slice(start, stop))
+
+    def trim_padding(self) -> ModelInputs:
+        """The same sequences with each padded segment cut (as a view) to the longest real
+        length among them, at least 1: the columns cut are padding in every sequence.
+
+        Requests arrive padded to fixed widths (``fixed_shape``), e.g. IH to 100 events
+        when the mean is ~45; the model is padding-invariant, so ``score()`` trims each
+        chunk and spends no compute on all-padding columns. ``cand_flat_index`` is cut with
+        the candidates; callers pad per-slot outputs back to the original C.
+        """
+        cut: dict[str, Any] = {}
+        for length, names in PADDED_SEGMENTS.items():
+            lengths = getattr(self, length)
+            width = getattr(self, names[0]).shape[1]
+            longest = int(lengths.max()) if lengths.numel() else 0
+            keep = min(max(longest, 1), width)
+            if keep < width:
+                for name in names:
+                    value = getattr(self, name)
+                    cut[name] = None if value is None else value[:, :keep]
+        return dataclasses.replace(self, **cut) if cut else self
+
+    def length_order(self) -> torch.Tensor:
+        """A stable order of the sequences by IH length, then PA length: consecutive
+        chunks of it have similar lengths, so ``trim_padding`` cuts each one further."""
+        key = self.ih_len[:, 0] * (self.pa_item_cat.shape[1] + 1) + self.pa_len[:, 0]
+        return torch.argsort(key, stable=True)
+
+
+#: Each length tensor and the tensors it pads (along dim 1); ``trim_padding`` cuts them.
+PADDED_SEGMENTS: Final[dict[str, tuple[str, ...]]] = {
+    "ih_len": ("ih_item_cat", "ih_item_num", "ih_event_type"),
+    "pa_len": ("pa_item_cat", "pa_item_num", "pa_kind", "pa_group", "pa_pos"),
+    "cand_len": ("cand_item_cat", "cand_item_num", "cand_flat_index"),
+}
 
 
 # ---------------------------------------------------------------------------

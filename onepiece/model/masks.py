@@ -80,22 +80,37 @@ def attention_mask(
     """Additive mask for scaled_dot_product_attention (0 = attend), broadcastable to
     (B, 1, Nq, Nk): (1|B, 1, Nq, Nk) with a structural restriction, (B, 1, 1, Nk) with
     key padding only, None when every query may attend to every key."""
+    return cut_masks(
+        q, k, [(slice(None), k.length)], causal=causal, candidates_visible=candidates_visible, dtype=dtype
+    )[0]
+
+
+def cut_masks(
+    q: Roles,
+    k: Roles,
+    cuts: list[tuple[slice, int]],
+    *,
+    causal: bool,
+    candidates_visible: bool,
+    dtype: torch.dtype = torch.float32,
+) -> list[torch.Tensor | None]:
+    """``attention_mask`` of each (query rows, first n keys) cut of (q, k), from one
+    structure and one padding computation: the masks of the cached reasoning steps (block
+    k's rows against the keys up to block k). A cut without a structural restriction gets
+    the key padding alone (a view) or None, like ``attention_mask``."""
     structure = allowed(q, k, causal=causal, candidates_visible=candidates_visible)
-    restricted = not bool(structure.all())
-    padded = not bool(k.valid.all())
-    mask = None
-    if restricted:
-        mask = torch.zeros(structure.shape, dtype=dtype, device=structure.device)
-        mask = mask.masked_fill_(~structure, MASKED)[:, None]  # (1|B, 1, Nq, Nk)
-    if padded:
+    padding = None
+    if not bool(k.valid.all()):
         padding = torch.zeros(k.valid.shape, dtype=dtype, device=structure.device)
         padding = padding.masked_fill_(~k.valid, MASKED)[:, None, None]  # (B, 1, 1, Nk)
-        mask = padding if mask is None else mask + padding
-    return mask
-
-
-def mask_rows(mask: torch.Tensor | None, rows: slice, keys: int) -> torch.Tensor | None:
-    """The query rows ``rows`` and first ``keys`` key columns of an ``attention_mask``."""
-    if mask is None:
-        return None
-    return mask[:, :, rows if mask.shape[2] > 1 else slice(None), :keys]
+    masks: list[torch.Tensor | None] = []
+    for rows, keys in cuts:
+        part = structure[:, rows, :keys]
+        mask = None
+        if not bool(part.all()):
+            mask = torch.zeros(part.shape, dtype=dtype, device=part.device)
+            mask = mask.masked_fill_(~part, MASKED)[:, None]  # (1|B, 1, Nq, Nk)
+        if padding is not None:
+            mask = padding[..., :keys] if mask is None else mask + padding[..., :keys]
+        masks.append(mask)
+    return masks

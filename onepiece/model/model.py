@@ -21,6 +21,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onepiece.contract.schemas import TASKS
@@ -35,7 +36,7 @@ from onepiece.model.sequence import N_SD, Context, ContextEncoder
 
 @dataclass
 class ModelOutput:
-    logits: dict[str, torch.Tensor]  # task -> (B, C, S)
+    logits: dict[str, torch.Tensor]  # task -> (B, C, S); (B, C) with ``task_steps``
     cand_valid: torch.Tensor  # (B, C) bool
     user_vectors: torch.Tensor | None = None  # retrieval r_k (B, S, d)
     item_vectors: torch.Tensor | None = None  # retrieval z_v of the candidates (B, C, d)
@@ -62,9 +63,25 @@ class OnePiece(nn.Module):
         c = self.config
         return c.backbone == "transformer" and c.mode == "ranking" and c.reasoning == "block"
 
-    def forward(self, x: ModelInputs, *, cached: bool = True) -> ModelOutput:
+    def forward(
+        self, x: ModelInputs, *, cached: bool = True, task_steps: dict[str, int] | None = None
+    ) -> ModelOutput:
         """Per-task logits for every candidate slot at every step; ``cached=False`` runs
-        the reasoning steps without the KV cache (the reference path)."""
+        the reasoning steps without the KV cache (the reference path). With ``task_steps``
+        (``score()``) each task's logits are (B, C) at its step only, and the block ranking
+        head computes only those."""
+        if task_steps is None:
+            return self._forward(x, cached)
+        if self.candidates_in_sequence:
+            ctx = self.encoder(x, with_candidates=True)
+            blocks = self.reasoner(ctx.tokens, ctx.roles, self._block(ctx), cached=cached)
+            assert isinstance(self.head, BlockRankingHead)
+            return ModelOutput(self.head.at_steps(blocks, task_steps), ctx.cand_valid)
+        out = self._forward(x, cached)
+        out.logits = {task: out.logits[task][..., step] for task, step in task_steps.items()}
+        return out
+
+    def _forward(self, x: ModelInputs, cached: bool) -> ModelOutput:
         if self.config.backbone == "dlrm":
             cand_valid = torch.arange(x.cand_item_cat.shape[1], device=x.cand_len.device)[None] < x.cand_len
             return ModelOutput(self.dlrm(self.encoder, x), cand_valid)
@@ -116,7 +133,12 @@ SCORE_CHUNK = 32
 
 
 def score(
-    model: OnePiece, inputs: ModelInputs, *, chunk_size: int = SCORE_CHUNK, cached: bool = True
+    model: OnePiece,
+    inputs: ModelInputs,
+    *,
+    chunk_size: int = SCORE_CHUNK,
+    cached: bool = True,
+    trim: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Task probabilities per candidate slot: task name -> (B, C) float32, 0 at padding.
 
@@ -125,13 +147,21 @@ def score(
     bf16 autocast on CUDA and float32 on the CPU, in chunks of ``chunk_size`` sequences
     (0 = one forward; on a GPU pass a large chunk). Beam, Triton and the tests call this.
     On the CPU it first stops glibc returning freed activations to the OS (``allocator``).
+    With ``trim`` the sequences are chunked in order of their lengths and each chunk's
+    padded segments are cut to the chunk's longest real length first
+    (``ModelInputs.length_order``, ``trim_padding``; the model is padding-invariant and
+    sequences are scored independently, so the scores are the same) and the outputs are
+    padded back to C and put back in the input order; ``trim=False`` is the reference.
     """
     device = next(model.parameters()).device
     if device.type == "cpu":
         retain_freed_memory()
     steps = model.config.task_steps()
-    b = inputs.batch_size
+    b, width = inputs.batch_size, inputs.cand_item_cat.shape[1]
     size = chunk_size if chunk_size > 0 else max(b, 1)
+    order = inputs.length_order() if trim and b > size else None
+    if order is not None:
+        inputs = inputs.select(order)
     parts: dict[str, list[torch.Tensor]] = {task: [] for task in TASKS}
     was_training = model.training
     model.eval()
@@ -139,10 +169,16 @@ def score(
         with torch.inference_mode(), _autocast(device):
             for start in range(0, max(b, 1), size):
                 chunk = inputs.rows(start, min(start + size, b))
-                out = model(chunk.to(device), cached=cached)
+                if trim:
+                    chunk = chunk.trim_padding()
+                out = model(chunk.to(device), cached=cached, task_steps=steps)
+                cut = width - out.cand_valid.shape[1]  # candidate slots trimmed away
                 for task in TASKS:
-                    logit = out.logits[task][..., steps[task]].float()  # (b, C)
-                    parts[task].append(torch.sigmoid(logit) * out.cand_valid)
+                    logit = out.logits[task].float()  # (b, C')
+                    parts[task].append(F.pad(torch.sigmoid(logit) * out.cand_valid, (0, cut)))
     finally:
         model.train(was_training)
-    return {task: torch.cat(p) for task, p in parts.items()}
+    probs = {task: torch.cat(p) for task, p in parts.items()}
+    if order is not None:  # back to the input order
+        probs = {task: torch.empty_like(p).index_copy_(0, order.to(p.device), p) for task, p in probs.items()}
+    return probs

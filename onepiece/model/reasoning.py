@@ -20,7 +20,7 @@ from torch import nn
 
 from onepiece.model.backbone import Backbone, KVCache
 from onepiece.model.config import ModelConfig
-from onepiece.model.masks import SEG_REASON, Roles, attention_mask, mask_rows
+from onepiece.model.masks import SEG_REASON, Roles, attention_mask, cut_masks
 
 
 @dataclass
@@ -30,12 +30,6 @@ class BlockSpec:
     positions: torch.Tensor  # (1 or B, M) indices into the base sequence
     slot: torch.Tensor  # (1, M) candidate slot per block position, -1 if none
     valid: torch.Tensor  # (B, M) bool
-
-
-def _gather(h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    # h (B, N, d), positions (1 or B, M) -> (B, M, d)
-    index = positions.unsqueeze(-1).expand(h.shape[0], -1, h.shape[-1])
-    return torch.gather(h, 1, index)
 
 
 class Reasoner(nn.Module):
@@ -51,6 +45,16 @@ class Reasoner(nn.Module):
         return attention_mask(
             q,
             k,
+            causal=self.config.causal,
+            candidates_visible=self.config.candidates_visible,
+            dtype=like.dtype,
+        )
+
+    def _step_masks(self, q: Roles, k: Roles, cuts: list[tuple[slice, int]], like: torch.Tensor) -> list:
+        return cut_masks(
+            q,
+            k,
+            cuts,
             causal=self.config.causal,
             candidates_visible=self.config.candidates_visible,
             dtype=like.dtype,
@@ -75,24 +79,27 @@ class Reasoner(nn.Module):
         """tokens (B, N, d), roles of the N positions -> (B, M, K+1, d)."""
         k_steps, m, n = self.config.num_steps, spec.slot.shape[1], roles.length
         cache = KVCache(len(self.backbone.layers), n + k_steps * m) if cached and k_steps else None
-        h = self.backbone(tokens, self._mask(roles, roles, tokens), cache)  # (B, N, d)
-        blocks = [_gather(h, spec.positions)]  # B_0 (B, M, d)
+        # B_0 (B, M, d): the base pass's last layer runs only the block positions' rows
+        blocks = [self.backbone(tokens, self._mask(roles, roles, tokens), cache, spec.positions)]
         if not k_steps:
             return torch.stack(blocks, dim=2)  # (B, M, 1, d)
-        # Masks of every step at once; step k uses rows of block k and keys up to it.
+        # The masks of every step, before the loop: step k's query rows (block k, or the
+        # whole sequence up to it without the cache) against the keys up to block k.
         block_roles = self._block_roles(spec, n)
         all_roles = roles.cat(block_roles)
-        rows = all_roles if cache is None else block_roles
-        mask = self._mask(rows, all_roles, h)  # rows: N + K*M or K*M; keys N + K*M
+        ends = [n + step * m for step in range(1, k_steps + 1)]  # keys visible to block k
+        if cache is not None:
+            cuts = [(slice(end - n - m, end - n), end) for end in ends]
+            masks = self._step_masks(block_roles, all_roles, cuts, tokens)
+        else:
+            masks = self._step_masks(all_roles, all_roles, [(slice(end), end) for end in ends], tokens)
         seq_tokens = tokens
-        for step in range(1, k_steps + 1):
+        for step, mask in enumerate(masks, start=1):
             new_tokens = blocks[-1] + self.rpe.weight[step - 1]  # (B, M, d)
-            end = n + step * m  # keys visible to block k
             if cache is not None:
-                rows_k = mask_rows(mask, slice((step - 1) * m, step * m), end)
-                out = self.backbone(new_tokens, rows_k, cache)
+                out = self.backbone(new_tokens, mask, cache)
             else:
                 seq_tokens = torch.cat([seq_tokens, new_tokens], dim=1)
-                out = self.backbone(seq_tokens, mask_rows(mask, slice(end), end))[:, -m:]
+                out = self.backbone(seq_tokens, mask)[:, -m:]
             blocks.append(out)  # B_k (B, M, d)
         return torch.stack(blocks, dim=2)  # (B, M, K+1, d)

@@ -107,3 +107,21 @@ def test_the_mask_materialises_only_what_varies():
     assert causal is not None and causal.shape == (2, 1, N_CTX, N_CTX)
     full = attention_mask(ctx, ctx, causal=False, candidates_visible=True)  # blocks: structure
     assert full is not None and full.shape[2:] == (ctx.length, ctx.length)
+
+
+def test_returning_only_some_rows_equals_selecting_them_from_all_outputs():
+    """``rows``: the last layer computes only the rows read (B_0), as the full pass would."""
+    torch.manual_seed(1)
+    backbone = Backbone(CONFIG).eval()
+    x = torch.randn(2, N_CTX + M * K, CONFIG.d_model)
+    roles = _roles(2)
+    roles.valid = roles.valid.clone()
+    roles.valid[1, 1] = False  # a padded key
+    for switches in ({"causal": True, "candidates_visible": False}, {"causal": False, "candidates_visible": True}):
+        mask = attention_mask(roles, roles, **switches)
+        with torch.no_grad():
+            full = backbone(x, mask)
+            same = backbone(x, mask, rows=torch.tensor([[2, 3, 4]]))  # the same rows in every sequence
+            own = backbone(x, mask, rows=torch.tensor([[4], [1]]))  # one row per sequence
+        torch.testing.assert_close(same, full[:, 2:5], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(own, torch.stack([full[0, 4:5], full[1, 1:2]]), atol=1e-6, rtol=1e-6)

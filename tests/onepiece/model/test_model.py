@@ -183,3 +183,39 @@ def test_chunked_scoring_equals_one_forward():
     for task in TASKS:
         torch.testing.assert_close(chunked[task], whole[task], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(uncached[task], whole[task], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["onepiece", "onepiece_invisible", "hstu_pa", "rearec_pa", "onepiece_retrieval", "dlrm_pa"])
+def test_trimmed_scoring_equals_the_padded_reference(variant):
+    """score() chunks sequences in length order and cuts each chunk's all-padding columns;
+    on fixed-shape (wire) inputs it gives the untrimmed scores, in the input order."""
+    from onepiece.model import variant_config
+
+    sizes = {k: getattr(tiny_config(), k) for k in ("d_model", "id_dim", "side_dim", "item_vocab", "ih_max_len", "pa_per_group", "group_size")}
+    config = variant_config(variant, **sizes)
+    torch.manual_seed(0)
+    model = OnePiece(config).eval()
+    x = tensorize(contexts_table(random_rows(9, seed=11)), config, fixed_shape=True)
+    assert not bool((x.length_order() == torch.arange(x.batch_size)).all())  # the order matters
+    padded = score(model, x, chunk_size=3, trim=False)
+    trimmed = score(model, x, chunk_size=3)
+    for task in TASKS:
+        assert trimmed[task].shape == padded[task].shape == x.cand_item_cat.shape[:2]
+        assert float((trimmed[task] - padded[task]).abs().max()) <= 1e-5
+        assert ((trimmed[task] > 0) == (padded[task] > 0)).all()
+
+
+def test_trim_padding_cuts_to_the_longest_real_length():
+    config = tiny_config()
+    x = tensorize(contexts_table(random_rows(6, seed=12)), config, fixed_shape=True)
+    assert x.ih_item_cat.shape[1] == config.ih_max_len
+    cut = x.trim_padding()
+    for length, names in {"ih_len": ("ih_item_cat", "ih_event_type"), "pa_len": ("pa_kind", "pa_pos"), "cand_len": ("cand_item_num", "cand_flat_index")}.items():
+        longest = int(getattr(x, length).max())
+        for name in names:
+            assert getattr(cut, name).shape[1] == longest
+            torch.testing.assert_close(getattr(cut, name), getattr(x, name)[:, :longest])
+            assert (getattr(x, name)[:, longest:] == getattr(x, name)[0, -1]).all()  # only padding cut
+    assert cut.user_cat is x.user_cat
+    empty = tensorize(contexts_table(random_rows(1, seed=12))[:0], config, fixed_shape=True)
+    assert empty.trim_padding().ih_item_cat.shape == (0, 1, 3)
