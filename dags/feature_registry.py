@@ -25,12 +25,10 @@ change to ``features/`` is applied within the hour; trigger it for an immediate 
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 
 from airflow.sdk import Asset, Param, dag, task
 
-from onepiece.pipeline.config import task_retry_args
+from onepiece.pipeline.config import scheduled_dag_args
 
 FEATURE_REGISTRY = Asset(name="onepiece_feature_registry")
 
@@ -43,14 +41,7 @@ def _config(context):
 
 @dag(
     dag_id="feature_registry",
-    schedule=os.environ.get("ONEPIECE_REGISTRY_SCHEDULE", "@hourly"),
-    start_date=dt.datetime.fromisoformat(
-        os.environ.get("ONEPIECE_REFRESH_START", "2026-11-01T00:00:00+00:00")
-    ),
-    catchup=False,
-    max_active_runs=1,  # Feast's file registry takes no concurrent writers
-    default_args=task_retry_args(),
-    tags=["onepiece"],
+    **scheduled_dag_args("ONEPIECE_REGISTRY_SCHEDULE", "@hourly"),  # max_active_runs=1: Feast's file registry takes no concurrent writers
     params={
         "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
         "feature_repo": Param("", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),

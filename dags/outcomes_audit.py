@@ -13,24 +13,15 @@ the refresh). The task body is one call into ``onepiece.pipeline.audit``.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 
 from airflow.sdk import Param, dag, task
 
-from onepiece.pipeline.config import task_retry_args
+from onepiece.pipeline.config import scheduled_dag_args
 
 
 @dag(
     dag_id="outcomes_audit",
-    schedule=os.environ.get("ONEPIECE_AUDIT_SCHEDULE", "@hourly"),
-    start_date=dt.datetime.fromisoformat(
-        os.environ.get("ONEPIECE_REFRESH_START", "2026-11-01T00:00:00+00:00")
-    ),
-    catchup=False,
-    max_active_runs=1,
-    default_args=task_retry_args(),
-    tags=["onepiece"],
+    **scheduled_dag_args("ONEPIECE_AUDIT_SCHEDULE", "@hourly"),
     params={
         "window_minutes": Param(0, type="integer", minimum=0,
                                 description="The refresh window; 0: $ONEPIECE_REFRESH_WINDOW_MINUTES, else 60."),

@@ -27,12 +27,10 @@ staging root, so a failed run publishes nothing.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 
 from airflow.sdk import Asset, Param, dag, task
 
-from onepiece.pipeline.config import task_retry_args
+from onepiece.pipeline.config import scheduled_dag_args
 
 FEATURE_REGISTRY = Asset(name="onepiece_feature_registry")
 MODEL_PIN = Asset(name="onepiece_model_pin")
@@ -47,14 +45,7 @@ def _config(context):
 
 @dag(
     dag_id="prerank_refresh",
-    schedule=os.environ.get("ONEPIECE_REFRESH_SCHEDULE", "@hourly"),
-    start_date=dt.datetime.fromisoformat(
-        os.environ.get("ONEPIECE_REFRESH_START", "2026-11-01T00:00:00+00:00")
-    ),
-    catchup=False,
-    max_active_runs=1,
-    default_args=task_retry_args(),
-    tags=["onepiece"],
+    **scheduled_dag_args("ONEPIECE_REFRESH_SCHEDULE", "@hourly"),
     params={
         "window_minutes": Param(0, type="integer", minimum=0,
                                 description="Scoring window after T; 0: $ONEPIECE_REFRESH_WINDOW_MINUTES, else 60."),

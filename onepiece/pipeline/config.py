@@ -275,6 +275,21 @@ class AuditConfig:
         )
 
 
+def scheduled_dag_args(schedule_env: str, default_schedule: str, env: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The ``@dag`` arguments every scheduled onePiece DAG shares: a cron schedule from
+    ``schedule_env``, the start ``$ONEPIECE_REFRESH_START``, no catch-up (backfills are
+    explicit), one run at a time, the shared retry policy and the ``onepiece`` tag."""
+    env = os.environ if env is None else env
+    return {
+        "schedule": env.get(schedule_env, default_schedule),
+        "start_date": dt.datetime.fromisoformat(env.get("ONEPIECE_REFRESH_START", "2026-11-01T00:00:00+00:00")),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": task_retry_args(env),
+        "tags": ["onepiece"],
+    }
+
+
 def task_retry_args(env: Mapping[str, str] | None = None) -> dict[str, object]:
     """Airflow ``default_args`` for retries on transient failures, shared by every DAG:
     ``$ONEPIECE_TASK_RETRIES`` (default 2) every ``$ONEPIECE_RETRY_DELAY_S`` s (default 30)."""
