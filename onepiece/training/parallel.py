@@ -20,9 +20,27 @@ from typing import Any
 
 Report = Callable[[Any], None]
 
+#: The event queue of a worker process, set by the pool's initializer. A plain
+#: multiprocessing queue handed over at process start (a manager's proxy does not survive
+#: libraries that replace multiprocessing.managers.AutoProxy, as one in the test session did).
+_EVENTS: Any = None
+_JOB_DONE = "__job_done__"  # sent after a job's last event: the queue delivers in order
 
-def _put(events: Any, name: str, event: Any) -> None:
-    events.put((name, event))
+
+def _init_worker(events: Any) -> None:
+    global _EVENTS
+    _EVENTS = events
+
+
+def _put(name: str, event: Any) -> None:
+    _EVENTS.put((name, event))
+
+
+def _run_job(fn: Callable[..., Any], name: str, args: tuple, reports: bool) -> Any:
+    try:
+        return fn(*args, functools.partial(_put, name) if reports else None)
+    finally:
+        _EVENTS.put((name, _JOB_DONE))
 
 
 def run_jobs(
@@ -44,25 +62,29 @@ def run_jobs(
         return results
 
     ctx = multiprocessing.get_context("spawn")
+    events = ctx.Queue()
+    ended: set[str] = set()
     results: dict[str, Any] = {}
-    with ctx.Manager() as manager, ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
-        events = manager.Queue()
 
-        def drain() -> None:
-            # A manager queue's put returns once the item is stored: when a job is
-            # done, all its events are already here.
-            while True:
-                try:
-                    name, event = events.get_nowait()
-                except queue.Empty:
-                    return
-                if on_event is not None:
-                    on_event(name, event)
+    def drain(wait_for: str | None = None) -> None:
+        """Hand queued events to ``on_event``; with ``wait_for``, until that job's end
+        marker (its events all precede it)."""
+        while True:
+            try:
+                waiting = wait_for is not None and wait_for not in ended
+                name, event = events.get(timeout=1.0) if waiting else events.get_nowait()
+            except queue.Empty:
+                if wait_for is not None and wait_for not in ended:
+                    continue
+                return
+            if event == _JOB_DONE:
+                ended.add(name)
+            elif on_event is not None:
+                on_event(name, event)
 
-        futures = {
-            pool.submit(fn, *args, functools.partial(_put, events, name) if on_event is not None else None): name
-            for name, args in jobs.items()
-        }
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(events,)) as pool:
+        futures = {pool.submit(_run_job, fn, name, args, on_event is not None): name for name, args in jobs.items()}
         pending = set(futures)
         try:
             while pending:
@@ -70,7 +92,8 @@ def run_jobs(
                 drain()
                 for future in sorted(done, key=lambda f: list(jobs).index(futures[f])):
                     name = futures[future]
-                    results[name] = future.result()
+                    results[name] = future.result()  # a failed job raises here
+                    drain(wait_for=name)
                     if on_done is not None:
                         on_done(name, results[name])
         except BaseException:

@@ -49,3 +49,14 @@ def test_two_workers_give_the_same_results_and_events_before_done() -> None:
         assert _per_job(seen, name) == [(step,) for step in range(n)] + [("done", n * n)]
     with pytest.raises(ValueError, match="negative"):
         run_jobs(square_with_progress, {"a": (1,), "b": (-1,)}, 2)
+
+
+@pytest.mark.slow
+def test_two_workers_survive_beams_multiprocessing_patch() -> None:
+    # Importing Beam's RunInference machinery replaces multiprocessing.managers.AutoProxy
+    # for the whole process; a manager-queue design then failed to pickle its proxy.
+    import apache_beam.utils.multi_process_shared  # noqa: F401
+
+    results, seen = _run(2)
+    assert list(results.items()) == [("a", 9), ("b", 4), ("c", 1)]
+    assert _per_job(seen, "a") == [(0,), (1,), (2,), ("done", 9)]
