@@ -29,6 +29,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, Param, dag, task
 
 from onepiece.pipeline.config import scheduled_dag_args
+from onepiece.pipeline.dag_params import shared_params
 
 FEATURE_REGISTRY = Asset(name="onepiece_feature_registry")
 
@@ -43,8 +44,7 @@ def _config(context):
     dag_id="feature_registry",
     **scheduled_dag_args("ONEPIECE_REGISTRY_SCHEDULE", "@hourly"),  # max_active_runs=1: Feast's file registry takes no concurrent writers
     params={
-        "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
-        "feature_repo": Param("", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),
+        **shared_params("data", "feature_repo"),
         "force": Param(False, type="boolean",
                        description="Plan, validate and apply even when features/ is unchanged (a breaking change is still refused)."),
     },

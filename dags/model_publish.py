@@ -21,6 +21,7 @@ import datetime as dt
 from airflow.sdk import Asset, Param, dag, task
 
 from onepiece.pipeline.config import task_retry_args
+from onepiece.pipeline.dag_params import shared_params
 
 MODEL_PIN = Asset(name="onepiece_model_pin")
 
@@ -40,6 +41,7 @@ def _config(context):
     default_args=task_retry_args(),
     tags=["onepiece"],
     params={
+        **shared_params("data", "model_repo", "triton_urls", "feature_repo"),
         "checkpoint": Param("", type="string", description="Checkpoint directory to publish; empty: train one."),
         "variant": Param("onepiece", type="string", description="Model variant to train."),
         "epochs": Param(4, type="integer", minimum=1),
@@ -48,10 +50,6 @@ def _config(context):
         "seed": Param(0, type="integer"),
         "min_gain": Param(0.0, type="number", description="Click-AUC margin over the serving model."),
         "max_eval_requests": Param(2000, type="integer", minimum=0, description="Held-out requests for early stopping and the gate; 0: all."),
-        "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
-        "model_repo": Param("", type="string", description="Triton model repository; empty: $ONEPIECE_MODEL_REPO, else model_repo/."),
-        "triton_urls": Param("", type="string", description="Comma-separated Triton HOST:PORT; empty: an embedded server."),
-        "feature_repo": Param("", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),
     },
     doc_md=__doc__,
 )

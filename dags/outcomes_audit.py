@@ -17,18 +17,17 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from onepiece.pipeline.config import scheduled_dag_args
+from onepiece.pipeline.dag_params import shared_params
 
 
 @dag(
     dag_id="outcomes_audit",
     **scheduled_dag_args("ONEPIECE_AUDIT_SCHEDULE", "@hourly"),
     params={
-        "window_minutes": Param(0, type="integer", minimum=0,
-                                description="The refresh window; 0: $ONEPIECE_REFRESH_WINDOW_MINUTES, else 60."),
+        **shared_params("window_minutes", "data"),
         "attribution_hours": Param(0, type="integer", minimum=0,
                                    description="Hours after the window whose events count; 0: $ONEPIECE_AUDIT_ATTRIBUTION_HOURS, else 6."),
         "top_k": Param(0, type="integer", minimum=0, description="The pre-rank's cut per request; 0: 20."),
-        "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
     },
     doc_md=__doc__,
 )

@@ -31,6 +31,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, Param, dag, task
 
 from onepiece.pipeline.config import scheduled_dag_args
+from onepiece.pipeline.dag_params import shared_params
 
 FEATURE_REGISTRY = Asset(name="onepiece_feature_registry")
 MODEL_PIN = Asset(name="onepiece_model_pin")
@@ -47,14 +48,9 @@ def _config(context):
     dag_id="prerank_refresh",
     **scheduled_dag_args("ONEPIECE_REFRESH_SCHEDULE", "@hourly"),
     params={
-        "window_minutes": Param(0, type="integer", minimum=0,
-                                description="Scoring window after T; 0: $ONEPIECE_REFRESH_WINDOW_MINUTES, else 60."),
+        **shared_params("window_minutes", "data", "model_repo", "triton_urls", "feature_repo"),
         "model_version": Param(0, type="integer", minimum=0,
                                description="Model version to score with; 0: the pinned one."),
-        "data": Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
-        "model_repo": Param("", type="string", description="Triton model repository; empty: $ONEPIECE_MODEL_REPO, else model_repo/."),
-        "triton_urls": Param("", type="string", description="Comma-separated Triton HOST:PORT; empty: $ONEPIECE_TRITON_URLS, else an embedded server."),
-        "feature_repo": Param("", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),
         "beam_runner": Param("", type="string", description="Beam runner; empty: $ONEPIECE_BEAM_RUNNER, else FnApiRunner."),
         "beam_args": Param("", type="string", description="Extra Beam flags; empty: $ONEPIECE_BEAM_ARGS."),
     },

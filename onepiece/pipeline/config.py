@@ -118,6 +118,12 @@ def _feature_repo(params: Mapping[str, Any], env: Mapping[str, str]) -> str | No
     return _abs(repo) if repo else None
 
 
+def _window(params: Mapping[str, Any], env: Mapping[str, str]) -> dt.timedelta:
+    """The refresh window (the refresh and the audit of its outcomes read the same one)."""
+    minutes = _int(_pick(params, "window_minutes", env, "ONEPIECE_REFRESH_WINDOW_MINUTES"), 60, "window_minutes")
+    return dt.timedelta(minutes=minutes)
+
+
 def _data(params: Mapping[str, Any], env: Mapping[str, str]) -> str:
     return _abs(data_root(_pick(params, "data", env, DATA_ENV) or None))
 
@@ -148,14 +154,11 @@ class RefreshConfig:
     ) -> RefreshConfig:
         params = params or {}
         env = os.environ if env is None else env
-        minutes = _int(
-            _pick(params, "window_minutes", env, "ONEPIECE_REFRESH_WINDOW_MINUTES"), 60, "window_minutes"
-        )
         version = _int(str(params.get("model_version") or ""), 0, "model_version")
         return cls(
             data=_data(params, env),
             serving=ServingConfig.from_params(params, env),
-            window=dt.timedelta(minutes=minutes),
+            window=_window(params, env),
             model_version=version or None,
             feature_repo=_feature_repo(params, env),
             beam=BeamConfig.from_params(params, env),
@@ -265,11 +268,10 @@ class AuditConfig:
     ) -> AuditConfig:
         params = params or {}
         env = os.environ if env is None else env
-        minutes = _int(_pick(params, "window_minutes", env, "ONEPIECE_REFRESH_WINDOW_MINUTES"), 60, "window_minutes")
         hours = _int(_pick(params, "attribution_hours", env, "ONEPIECE_AUDIT_ATTRIBUTION_HOURS"), 6, "attribution_hours")
         return cls(
             data=_data(params, env),
-            window=dt.timedelta(minutes=minutes),
+            window=_window(params, env),
             attribution=dt.timedelta(hours=hours),
             top_k=_int(str(params.get("top_k") or ""), 20, "top_k"),
         )

@@ -1,0 +1,32 @@
+"""The Airflow Params several DAGs declare, described once.
+
+An empty string or 0 means "not set here": the environment variable named in the
+description decides, else the embedded default (``onepiece.pipeline.config``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def shared_params(*names: str) -> dict[str, Any]:
+    """Params by name, for a DAG's ``params=`` (merged with its own)."""
+    from airflow.sdk import Param
+
+    known = {
+        "data": lambda: Param("", type="string", description="Data root; empty: $ONEPIECE_DATA, else ./data."),
+        "window_minutes": lambda: Param(
+            0, type="integer", minimum=0,
+            description="Scoring window after T; 0: $ONEPIECE_REFRESH_WINDOW_MINUTES, else 60."),
+        "model_repo": lambda: Param(
+            "", type="string", description="Triton model repository; empty: $ONEPIECE_MODEL_REPO, else model_repo/."),
+        "triton_urls": lambda: Param(
+            "", type="string",
+            description="Comma-separated Triton HOST:PORT; empty: $ONEPIECE_TRITON_URLS, else an embedded server."),
+        "feature_repo": lambda: Param(
+            "", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),
+    }
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"no shared Param named {unknown}; known: {sorted(known)}")
+    return {name: known[name]() for name in names}
