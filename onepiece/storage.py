@@ -136,6 +136,15 @@ def _read_file(fs: pafs.FileSystem, path: str, table: str, day: dt.date | None) 
     return conform(raw, table, path, day)
 
 
+def read_partition(directory: str | Path, table: str) -> pa.Table:
+    """Every Parquet file of one published output directory, each checked against the
+    contract's ``table`` schema (a directory with none is an error naming it)."""
+    files = sorted(Path(directory).glob("*.parquet"))
+    if not files:
+        raise ContractError(table, str(directory), "partition holds no Parquet files")
+    return pa.concat_tables([conform(pq.read_table(f), table, str(f)) for f in files])
+
+
 def fingerprint_files(paths: list[str]) -> str:
     """A content fingerprint of files (sha256 over names, sizes and bytes)."""
     digest = hashlib.sha256()

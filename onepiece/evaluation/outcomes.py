@@ -29,11 +29,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from onepiece import storage
 from onepiece.assembly.sql import connect
-from onepiece.contract import conform
 from onepiece.contract.schemas import TASKS
 from onepiece.errors import UserError
 from onepiece.evaluation.metrics import auc, gauc
@@ -76,8 +74,7 @@ def labelled_scores(data: str, partition: str, config: OutcomesConfig) -> tuple[
     final = Path(data) / "scores" / partition
     start, end = _window(final)
     horizon = end + config.attribution
-    files = sorted(final.glob("*.parquet"))
-    scores = pa.concat_tables([conform(pq.read_table(f), "scores", str(f)) for f in files])
+    scores = storage.read_partition(final, "scores")
     events = storage.read_table(data, "events", _event_days(data, start, horizon),
                                 ["request_id", "item_id", "event_type", "event_timestamp"])
     flags = ", ".join(f"coalesce(bool_or(e.event_type = '{t}'), false) as y_{t}" for t in TASKS)

@@ -36,10 +36,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from onepiece import storage
-from onepiece.contract import SCORES_SCHEMA, ContractError, conform, validate_manifest
+from onepiece.contract import SCORES_SCHEMA, ContractError, validate_manifest
 from onepiece.contract.schemas import TIMESTAMP
 from onepiece.errors import UserError
 from onepiece.pipeline.config import RefreshConfig, as_utc
@@ -249,13 +248,6 @@ def score(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> d
 # --- report ---------------------------------------------------------------------------
 
 
-def _read_partition(directory: Path) -> pa.Table:
-    files = sorted(directory.glob("*.parquet"))
-    if not files:
-        raise ContractError("scores", str(directory), "partition holds no Parquet files")
-    return pa.concat_tables([conform(pq.read_table(f), "scores", str(f)) for f in files])
-
-
 def published_partitions(data: str) -> list[str]:
     """Published scores partitions (``dt=.../hour=...``, with a manifest), sorted."""
     base = Path(data) / "scores"
@@ -278,12 +270,12 @@ def report(config: RefreshConfig, start: dt.datetime, inputs: dict[str, Any]) ->
     start, end = _window(config, start)
     partition = partition_of(start)
     staged = staging_root(config, start) / "scores" / partition
-    scores = _read_partition(staged)
+    scores = storage.read_partition(staged, "scores")
     contexts_manifest = json.loads(
         (staging_root(config, start) / "contexts" / partition / MANIFEST_NAME).read_text()
     )
     previous = previous_partition(config.data, partition)
-    previous_rows = _read_partition(Path(config.data) / "scores" / previous) if previous else None
+    previous_rows = storage.read_partition(Path(config.data) / "scores" / previous, "scores") if previous else None
     manifest = json.loads((staged / MANIFEST_NAME).read_text())
     figures = write_report(
         scores,
@@ -314,7 +306,7 @@ def publish(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
     staged_contexts = root / "contexts" / partition
     if not (staged_scores / MANIFEST_NAME).is_file():
         raise UserError(f"nothing to publish: {staged_scores} holds no scored partition")
-    rows = _read_partition(staged_scores)
+    rows = storage.read_partition(staged_scores, "scores")
     if not rows.schema.equals(SCORES_SCHEMA, check_metadata=False):
         raise ContractError("scores", str(staged_scores), "staged rows do not match SCORES_SCHEMA")
     manifest = json.loads((staged_scores / MANIFEST_NAME).read_text())
