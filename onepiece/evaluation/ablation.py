@@ -9,6 +9,12 @@ Early stopping never looks at the test day: it uses a seeded random 10% of the t
 requests (held out from fitting). Every row gets the same data, seed and budget. Rows
 train two at a time, one process each (``AblationConfig.workers``), with the same
 numbers as one by one.
+
+How sure is an ordering? Rows often differ by a few thousandths of AUC on a few hundred
+test requests. ``AblationConfig.seeds`` trains every row with several seeds on the same
+split (the table is their mean) and every claim "A beats B" gets the paired bootstrap
+interval of AUC(A) - AUC(B) over test requests (``significance``): it holds or fails
+only when the interval excludes 0, and is reported "within noise" otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from onepiece.evaluation.metrics_file import RANKING_TASKS
+from onepiece.evaluation.significance import Difference, bootstrap_aucs, paired_difference
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,13 @@ VARIANT_NAMES: tuple[str, ...] = tuple(r.variant for r in ROWS)
 class AblationConfig:
     """The shared budget of every row (ours: sized so the default world runs in ~20 min)."""
 
+    #: The split's sampling and the first training seed.
     seed: int = 0
+    #: Training seeds per row (seed, seed + 1, ...), all on the same split and test
+    #: candidates; ablation.json holds their mean, the orderings their paired intervals.
+    seeds: int = 1
+    #: Request resamples of the orderings' paired bootstrap (``significance``).
+    resamples: int = 1000
     epochs: int = 3
     batch_size: int = 64
     lr: float = 2e-3
@@ -126,6 +139,16 @@ def ablation_row(variant: str, doc: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def mean_row(variant: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seeds' rows of one variant averaged, metric by metric (None where any is None)."""
+    out: dict[str, Any] = {"variant": variant}
+    for key in rows[0]:
+        if key != "variant":
+            values = [r[key] for r in rows]
+            out[key] = None if any(v is None for v in values) else float(np.mean(values))
+    return out
+
+
 def train_and_evaluate(
     variant: str,
     model_config: Any,
@@ -134,14 +157,36 @@ def train_and_evaluate(
     valid: pa.Table,
     test: pa.Table,
     report: Callable[[Any], None] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One row: train on ``fit`` (early stopping on ``valid``), evaluate on ``test``."""
-    from onepiece.evaluation.evaluate import evaluate_model
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """One row: train on ``fit`` (early stopping on ``valid``), evaluate on ``test``.
+    Returns (row, history, click scores of the test's exposed candidates)."""
+    from onepiece.evaluation.evaluate import evaluate_ranking
     from onepiece.training.loop import train
 
     result = train(model_config, train_config, fit, valid)
-    doc = evaluate_model(result.model, test, seed=train_config.seed)
-    return ablation_row(variant, doc), result.history
+    doc, scores = evaluate_ranking(result.model, test, seed=train_config.seed)
+    return ablation_row(variant, doc), result.history, scores["click"][_exposed(test)]
+
+
+def _exposed(test: pa.Table) -> np.ndarray:
+    from onepiece.evaluation.ranking import flat_candidates
+
+    return flat_candidates(test).labels["impression"] > 0
+
+
+@dataclass
+class AblationResult:
+    """Rows averaged over the training seeds (ablation.json), each seed's rows and
+    histories, and the paper's orderings checked with their noise."""
+
+    rows: list[dict[str, Any]]
+    seed_rows: dict[int, list[dict[str, Any]]]
+    histories: dict[str, dict[int, Any]]  # variant -> seed -> history
+    claims: list[Claim]
+
+
+def training_seeds(cfg: AblationConfig) -> tuple[int, ...]:
+    return tuple(range(cfg.seed, cfg.seed + cfg.seeds))
 
 
 def run_ablation(
@@ -151,11 +196,14 @@ def run_ablation(
     variants: tuple[str, ...] = VARIANT_NAMES,
     on_row: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     model_overrides: dict[str, Any] | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train and evaluate every variant; returns (ablation rows, histories by variant).
+) -> AblationResult:
+    """Train and evaluate every variant with every training seed on one split.
 
-    ``cfg.workers`` rows train at once, one process each, with the same numbers as one
-    by one (``training.parallel``); ``on_row`` is called here as rows finish.
+    The split (``cfg.seed``) is the same for every seed, so the seeds differ in the
+    training's randomness only and are scored on the same test candidates, which the
+    orderings' bootstrap resamples by request (``significance``). ``cfg.workers`` rows
+    train at once, one process each, with the same numbers as one by one
+    (``training.parallel``); ``on_row(row, history)`` is called here as rows finish.
     """
     from onepiece.evaluation.ranking import flat_candidates, popularity_scores, ranking_metrics
     from onepiece.model import variant_config
@@ -164,20 +212,33 @@ def run_ablation(
 
     fit, valid, test = split_rows(train_rows, test_rows, cfg)
     overrides = vocab_sizes(fit, valid, test) | (model_overrides or {})
-    train_config = TrainConfig(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-        patience=cfg.patience, max_unexposed=cfg.max_unexposed, threads=cfg.threads,
+    seeds = training_seeds(cfg)
+    jobs = {}
+    for seed in seeds:
+        train_config = TrainConfig(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+            patience=cfg.patience, max_unexposed=cfg.max_unexposed, threads=cfg.threads,
+        )
+        for v in variants:
+            jobs[f"{v}@{seed}"] = (v, variant_config(v, **overrides), train_config, fit, valid, test)
+    done = run_jobs(
+        train_and_evaluate, jobs, cfg.workers,
+        on_done=(lambda name, result: on_row(result[0], result[1])) if on_row is not None else None,
     )
     # The popularity baseline (item positives on the training days) as a reference row.
     flat = flat_candidates(test)
-    popularity = {"ranking": ranking_metrics(flat, popularity_scores(fit, flat))}
-    jobs = {v: (v, variant_config(v, **overrides), train_config, fit, valid, test) for v in variants}
-    done = run_jobs(
-        train_and_evaluate, jobs, cfg.workers,
-        on_done=(lambda name, result: on_row(*result)) if on_row is not None else None,
+    exposed = flat.labels["impression"] > 0
+    popularity = popularity_scores(fit, flat)
+    popularity_row = ablation_row("popularity", {"ranking": ranking_metrics(flat, popularity)})
+    seed_rows = {s: [popularity_row] + [done[f"{v}@{s}"][0] for v in variants] for s in seeds}
+    rows = [popularity_row] + [mean_row(v, [done[f"{v}@{s}"][0] for s in seeds]) for v in variants]
+    click = {f"{v}@{s}": done[f"{v}@{s}"][2] for v in variants for s in seeds}
+    click |= {f"popularity@{s}": popularity["click"][exposed] for s in seeds}
+    claims = check_claims(
+        rows, flat.labels["click"][exposed], flat.request_row[exposed], click, seeds, cfg.resamples, cfg.seed
     )
-    rows = [ablation_row("popularity", popularity)] + [done[v][0] for v in variants]
-    return rows, {v: done[v][1] for v in variants}
+    histories = {v: {s: done[f"{v}@{s}"][1] for s in seeds} for v in variants}
+    return AblationResult(rows, seed_rows, histories, claims)
 
 
 def markdown_table(rows: list[dict[str, Any]], sizes: dict[str, int] | None = None) -> str:
@@ -202,31 +263,96 @@ def markdown_table(rows: list[dict[str, Any]], sizes: dict[str, int] | None = No
     return "\n".join(lines) + "\n"
 
 
-def orderings(rows: list[dict[str, Any]]) -> list[tuple[str, bool]]:
-    """The paper's claims, checked on our click AUC: (claim, holds)."""
+#: The paper's claims, as (claim, A, B): "A's click AUC is above B's".
+CLAIMS: tuple[tuple[str, str, str], ...] = (
+    ("PA helps HSTU (hstu_pa > hstu)", "hstu_pa", "hstu"),
+    ("PA helps ReaRec (rearec_pa > rearec)", "rearec_pa", "rearec"),
+    ("onePiece beats ReaRec+PA", "onepiece", "rearec_pa"),
+    ("onePiece beats DLRM", "onepiece", "dlrm"),
+    ("DLRM beats plain HSTU", "dlrm", "hstu"),
+    ("side information helps (onepiece > ids only)", "onepiece", "onepiece_ids_only"),
+    ("PA helps onePiece (onepiece > no PA)", "onepiece", "onepiece_no_pa"),
+    ("longer PA helps (pa30 > pa10)", "onepiece_pa30", "onepiece_pa10"),
+    ("PA(90) beats PA(30) (onepiece > pa30)", "onepiece", "onepiece_pa30"),
+    ("SD helps (onepiece > no SD)", "onepiece", "onepiece_no_sd"),
+    ("bidirectional beats causal (invisible > causal)", "onepiece_invisible", "onepiece_causal"),
+    ("visible candidates help (k0 > invisible)", "onepiece_k0", "onepiece_invisible"),
+    ("1 reasoning step helps (k1 > k0)", "onepiece_k1", "onepiece_k0"),
+    ("3 steps beat 2 (onepiece > k2)", "onepiece", "onepiece_k2"),
+    ("progressive beats last-step (onepiece > last_step)", "onepiece", "onepiece_last_step"),
+    ("onePiece beats popularity", "onepiece", "popularity"),
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    a: str
+    b: str
+    holds: bool  # on the seed-averaged click AUC
+    difference: Difference | None  # None without test scores (rows only)
+
+    @property
+    def verdict(self) -> str:
+        return self.difference.verdict if self.difference else ("holds" if self.holds else "fails")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"claim": self.text, "a": self.a, "b": self.b, "holds": self.holds,
+                               "verdict": self.verdict}
+        if self.difference is not None:
+            d = self.difference
+            out |= {"delta": d.delta, "ci95": [d.low, d.high], "seed_std": d.seed_std, "per_seed": list(d.per_seed)}
+        return out
+
+
+def check_claims(
+    rows: list[dict[str, Any]],
+    labels: np.ndarray | None = None,
+    requests: np.ndarray | None = None,
+    click_scores: dict[str, np.ndarray] | None = None,
+    seeds: tuple[int, ...] = (0,),
+    resamples: int = 1000,
+    seed: int = 0,
+) -> list[Claim]:
+    """The paper's claims on our click AUC (``rows``), each with its paired bootstrap
+    interval when the test scores are given (``click_scores`` by "variant@seed", over
+    the exposed test candidates ``labels`` of ``requests``). Claims about rows that were
+    not run are left out."""
     auc = {r["variant"]: r["click_auc"] for r in rows}
+    measured = [(t, a, b) for t, a, b in CLAIMS if auc.get(a) is not None and auc.get(b) is not None]
+    full = draws = None
+    if click_scores is not None and labels is not None and requests is not None:
+        wanted = {f"{v}@{s}" for _, a, b in measured for v in (a, b) for s in seeds}
+        full, draws = bootstrap_aucs(labels, {k: click_scores[k] for k in sorted(wanted)}, requests, resamples, seed)
+    claims = []
+    for text, a, b in measured:
+        difference = None
+        if full is not None and draws is not None:
+            difference = paired_difference(full, draws, [f"{a}@{s}" for s in seeds], [f"{b}@{s}" for s in seeds])
+        claims.append(Claim(text, a, b, auc[a] > auc[b], difference))
+    return claims
 
-    def gt(a: str, b: str) -> bool | None:
-        if a not in auc or b not in auc or auc[a] is None or auc[b] is None:
-            return None
-        return auc[a] > auc[b]
 
-    claims = [
-        ("PA helps HSTU (hstu_pa > hstu)", gt("hstu_pa", "hstu")),
-        ("PA helps ReaRec (rearec_pa > rearec)", gt("rearec_pa", "rearec")),
-        ("onePiece beats ReaRec+PA", gt("onepiece", "rearec_pa")),
-        ("onePiece beats DLRM", gt("onepiece", "dlrm")),
-        ("DLRM beats plain HSTU", gt("dlrm", "hstu")),
-        ("side information helps (onepiece > ids only)", gt("onepiece", "onepiece_ids_only")),
-        ("PA helps onePiece (onepiece > no PA)", gt("onepiece", "onepiece_no_pa")),
-        ("longer PA helps (pa30 > pa10)", gt("onepiece_pa30", "onepiece_pa10")),
-        ("PA(90) beats PA(30) (onepiece > pa30)", gt("onepiece", "onepiece_pa30")),
-        ("SD helps (onepiece > no SD)", gt("onepiece", "onepiece_no_sd")),
-        ("bidirectional beats causal (invisible > causal)", gt("onepiece_invisible", "onepiece_causal")),
-        ("visible candidates help (k0 > invisible)", gt("onepiece_k0", "onepiece_invisible")),
-        ("1 reasoning step helps (k1 > k0)", gt("onepiece_k1", "onepiece_k0")),
-        ("3 steps beat 2 (onepiece > k2)", gt("onepiece", "onepiece_k2")),
-        ("progressive beats last-step (onepiece > last_step)", gt("onepiece", "onepiece_last_step")),
-        ("onePiece beats popularity", gt("onepiece", "popularity")),
+def markdown_claims(claims: list[Claim], seeds: int) -> str:
+    """The orderings section of ablation.md: each claim's difference, interval and verdict."""
+    spread = " and the standard deviation of the per-seed differences" if seeds > 1 else ""
+    lines = [
+        "\n## The paper's orderings, on our click AUC\n",
+        "d = click AUC(A) - AUC(B)" + (f", averaged over {seeds} training seeds" if seeds > 1 else "")
+        + "; the 95% interval is a paired bootstrap over test requests (both rows rescored on the "
+        "same resampled requests)" + spread + ". A claim *holds* or *fails* only when its interval "
+        "excludes 0; otherwise the test day cannot tell the two rows apart (*within noise*).\n",
+        "| claim | d | 95% interval | " + ("seed std | " if seeds > 1 else "") + "verdict |",
+        "| --- | --- | --- | " + ("--- | " if seeds > 1 else "") + "--- |",
     ]
-    return [(c, h) for c, h in claims if h is not None]
+    for c in claims:
+        d = c.difference
+        if d is None:
+            lines.append(f"| {c.text} | - | - | " + ("- | " if seeds > 1 else "") + f"{c.verdict} |")
+            continue
+        lines.append(
+            f"| {c.text} | {d.delta:+.4f} | {d.low:+.4f} .. {d.high:+.4f} | "
+            + (f"{d.seed_std:.4f} | " if seeds > 1 else "")
+            + f"{'**' + c.verdict + '**' if c.verdict != 'within noise' else c.verdict} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from onepiece.evaluation.metrics_file import metrics_document
@@ -16,8 +17,14 @@ def evaluate_model(model, rows: pa.Table, seed: int = 0) -> dict[str, Any]:
     """Ranking AUC/GAUC for a ranking model, Recall@K for a retrieval model."""
     if model.config.mode == "retrieval":
         return metrics_document(retrieval=retrieval_metrics(model, rows))
+    return evaluate_ranking(model, rows, seed)[0]
+
+
+def evaluate_ranking(model, rows: pa.Table, seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The ranking metrics document and the scores it was computed from (task -> [N],
+    in ``flat_candidates(rows)`` order)."""
     scores = score_candidates(model, rows, seed=seed)
-    return metrics_document(ranking=ranking_metrics(flat_candidates(rows), scores))
+    return metrics_document(ranking=ranking_metrics(flat_candidates(rows), scores)), scores
 
 
 def headline(doc: dict[str, Any]) -> tuple[str, float]:

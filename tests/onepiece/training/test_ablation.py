@@ -8,11 +8,13 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from onepiece.cli import app
 from onepiece.evaluation import ablation
+from onepiece.evaluation.significance import bootstrap_aucs
 from onepiece.model import VARIANTS
 
 ISSUE_VARIANTS = (
@@ -33,10 +35,54 @@ def test_orderings_compare_the_measured_numbers() -> None:
         {"variant": "onepiece", "click_auc": 0.71},
         {"variant": "rearec_pa", "click_auc": 0.75},
     ]
-    claims = dict(ablation.orderings(rows))
-    assert claims["PA helps HSTU (hstu_pa > hstu)"] is True
-    assert claims["onePiece beats ReaRec+PA"] is False
+    claims = {c.text: c for c in ablation.check_claims(rows)}
+    assert claims["PA helps HSTU (hstu_pa > hstu)"].holds is True
+    assert claims["onePiece beats ReaRec+PA"].holds is False
+    assert claims["onePiece beats ReaRec+PA"].verdict == "fails"  # no test scores: the sign alone
     assert "onePiece beats DLRM" not in claims  # not measured, not claimed
+
+
+def test_claims_get_paired_intervals_over_seeds() -> None:
+    rng = np.random.default_rng(0)
+    requests = np.repeat(np.arange(300), 10)
+    labels = (rng.random(requests.size) < 0.3).astype(np.int8)
+    informed = {s: labels + rng.normal(0, 1.0, labels.size) for s in (0, 1)}  # AUC ~0.7
+    blind = {s: rng.normal(0, 1.0, labels.size) for s in (0, 1)}  # AUC ~0.5
+    rows = [{"variant": "onepiece", "click_auc": 0.7}, {"variant": "dlrm", "click_auc": 0.5},
+            {"variant": "rearec_pa", "click_auc": 0.5}]
+    scores = {f"onepiece@{s}": informed[s] for s in (0, 1)} | {f"dlrm@{s}": blind[s] for s in (0, 1)}
+    scores |= {f"rearec_pa@{s}": blind[s] + rng.normal(0, 0.01, labels.size) for s in (0, 1)}
+    claims = {c.a + ">" + c.b: c for c in ablation.check_claims(rows, labels, requests, scores, (0, 1), 300)}
+    strong = claims["onepiece>dlrm"].difference
+    assert strong is not None and strong.low > 0.1 and claims["onepiece>dlrm"].verdict == "holds"
+    assert len(strong.per_seed) == 2 and strong.seed_std > 0
+    assert strong.delta == pytest.approx(np.mean(strong.per_seed))
+    # Two unrelated blind scorers (each seed's pair swapped on the other seed): equal on
+    # average, so no ordering; each seed alone differs by chance.
+    blind_rows = [{"variant": "dlrm", "click_auc": 0.5}, {"variant": "hstu", "click_auc": 0.5}]
+    swapped = {f"dlrm@{s}": blind[s] for s in (0, 1)} | {f"hstu@{s}": blind[1 - s] for s in (0, 1)}
+    near_claim = ablation.check_claims(blind_rows, labels, requests, swapped, (0, 1), 300)[0]
+    assert near_claim.verdict == "within noise"
+    near = near_claim.difference
+    assert near.delta == pytest.approx(0.0, abs=1e-12) and near.seed_std > 0
+    assert near.per_seed[0] == pytest.approx(-near.per_seed[1])
+    # Paired: a scorer against a slightly perturbed copy of itself has a narrow interval,
+    # though each one's own AUC varies far more across the same resamples.
+    twin = {f"dlrm@{s}": blind[s] for s in (0, 1)} | {f"hstu@{s}": blind[s] + rng.normal(0, 0.01, labels.size) for s in (0, 1)}
+    paired = ablation.check_claims(blind_rows, labels, requests, twin, (0, 1), 300)[0].difference
+    _, draws = bootstrap_aucs(labels, {"dlrm": blind[0]}, requests, 300)
+    assert paired.high - paired.low < 0.1 * (np.percentile(draws["dlrm"], 97.5) - np.percentile(draws["dlrm"], 2.5))
+
+
+def test_the_bootstrap_resamples_whole_requests() -> None:
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    scores = {"a": np.array([0.1, 0.9, 0.4, 0.3, 0.8, 0.2])}
+    one_request = np.zeros(6, dtype=np.int64)
+    full, draws = bootstrap_aucs(labels, scores, one_request, resamples=20)
+    assert np.all(draws["a"] == full["a"])  # one request: every resample is the whole data
+    full, draws = bootstrap_aucs(labels, scores, np.arange(6), resamples=200)
+    assert np.nanstd(draws["a"]) > 0  # one candidate per request: resamples differ
+
 
 
 def test_split_holds_out_validation_from_the_training_days(tiny_split) -> None:
@@ -74,6 +120,16 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
         assert all(row[k] is None or 0.0 <= row[k] <= 1.0 for k in keys[1:])
     table = (out / "ablation.md").read_text()
     assert "| main | onepiece |" in table and "0.911" in table  # the paper's number beside ours
+    orderings = json.loads((out / "orderings.json").read_text())
+    assert orderings["seeds"] == [0]
+    claims = {c["claim"]: c for c in orderings["claims"]}
+    assert set(claims) == {"onePiece beats popularity"}  # the only claim both rows measure
+    claim = claims["onePiece beats popularity"]
+    low, high = claim["ci95"]
+    assert low <= claim["delta"] <= high and claim["verdict"] in ("holds", "fails", "within noise")
+    assert f"| onePiece beats popularity | {claim['delta']:+.4f} |" in table
+    per_seed = json.loads((out / "seeds.json").read_text())["rows_by_seed"]
+    assert [r["variant"] for r in per_seed["0"]] == ["popularity", "onepiece", "hstu"]
     assert (out / "ablation_click_auc.png").stat().st_size > 0
 
 
@@ -90,7 +146,7 @@ def test_rows_trained_at_once_equal_rows_trained_one_by_one(tiny_split, tiny_mod
         train_rows, test_rows, dataclasses.replace(cfg, workers=1), ("onepiece", "hstu"), model_overrides=tiny_model
     )
     assert parallel == serial
-    assert [r["variant"] for r in parallel[0]] == ["popularity", "onepiece", "hstu"]
+    assert [r["variant"] for r in parallel.rows] == ["popularity", "onepiece", "hstu"]
     assert sorted(reported) == ["hstu", "onepiece"]
 
 
