@@ -1,13 +1,16 @@
 """model_publish: train (or take) a model, gate it, export it, serve it, pin it.
 
-    datasets -> train -> evaluate -> gate -> export -> smoke -> pin
+    datasets -> train -> evaluate -> gate -> calibrate -> export -> smoke -> pin
 
 The last logged day is held out: the new model and the serving (pinned) model are
 evaluated on the same rows, and the new one is published only if its click AUC reaches
-the serving one's plus ``min_gain``. ``export`` writes the next version into the model
-repository, ``smoke`` loads it in Triton (embedded, or ``load_model`` on the configured
-servers) and checks served scores against in-process scores, and ``pin`` switches the
-version the ``prerank_refresh`` DAG scores with (the ``onepiece_model_pin`` Asset).
+the serving one's plus ``min_gain``. ``calibrate`` fits a Platt map per task head on
+refresh-style contexts of hours of the held-out day, labelled by what followed, and
+writes it into a calibrated copy of the checkpoint's config. ``export`` writes that copy
+as the next version into the model repository, ``smoke`` loads it in Triton (embedded,
+or ``load_model`` on the configured servers) and checks served scores against in-process
+scores, and ``pin`` switches the version the ``prerank_refresh`` DAG scores with (the
+``onepiece_model_pin`` Asset).
 
 Not scheduled: trigger it (``airflow dags trigger model_publish -c '{...}'``) or run it
 with ``airflow dags test``. Each task body is one call into
@@ -50,6 +53,9 @@ def _config(context):
         "seed": Param(0, type="integer"),
         "min_gain": Param(0.0, type="number", description="Click-AUC margin over the serving model."),
         "max_eval_requests": Param(2000, type="integer", minimum=0, description="Held-out requests for early stopping and the gate; 0: all."),
+        "calibration_hours": Param(4, type="integer", minimum=0, description="Hours of the held-out day to fit the heads' calibration on; 0: publish the raw heads."),
+        "calibration_requests_per_hour": Param(500, type="integer", minimum=0, description="Requests sampled per calibration hour (seeded); 0: all."),
+        "attribution_hours": Param(0, type="integer", minimum=0, description="Outcomes counted this long after a window (calibration labels); 0: $ONEPIECE_AUDIT_ATTRIBUTION_HOURS, else 6."),
     },
     doc_md=__doc__,
 )
@@ -79,16 +85,22 @@ def model_publish():
         return publish_model.gate(_config(context), evaluation)
 
     @task
-    def export(passed: dict, trained: dict, **context) -> dict:
+    def calibrate(passed: dict, trained: dict, sets: dict, **context) -> dict:
         from onepiece.pipeline import publish_model
 
-        return publish_model.export(_config(context), trained["checkpoint"])
+        return publish_model.calibrate(_config(context), context["run_id"], trained["checkpoint"], sets)
 
     @task
-    def smoke(exported: dict, trained: dict, sets: dict, **context) -> dict:
+    def export(calibrated: dict, **context) -> dict:
         from onepiece.pipeline import publish_model
 
-        return publish_model.smoke(_config(context), trained["checkpoint"], exported["version"], sets)
+        return publish_model.export(_config(context), calibrated["checkpoint"])
+
+    @task
+    def smoke(exported: dict, calibrated: dict, sets: dict, **context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.smoke(_config(context), calibrated["checkpoint"], exported["version"], sets)
 
     @task(outlets=[MODEL_PIN])
     def pin(smoked: dict, evaluation: dict, **context) -> dict:
@@ -99,8 +111,9 @@ def model_publish():
     sets = datasets()
     trained = train(sets)
     evaluation = evaluate(trained, sets)
-    exported = export(gate(evaluation), trained)
-    pin(smoke(exported, trained, sets), evaluation)
+    calibrated = calibrate(gate(evaluation), trained, sets)
+    exported = export(calibrated)
+    pin(smoke(exported, calibrated, sets), evaluation)
 
 
 model_publish()

@@ -8,8 +8,9 @@ item, events within ``attribution`` after the window's end) and measures, per ta
 - ranking quality: AUC and GAUC (per user, candidate-weighted) of ``p_<task>``;
 - calibration: the mean predicted probability against the realised rate, and a
   reliability curve over quantile bins of the prediction (the training sampling of the
-  paper, clicked sessions and random candidate groups, inflates the raw head outputs:
-  this is where a user sees by how much);
+  paper, clicked sessions and random candidate groups, inflates the raw head outputs;
+  model_publish's ``calibrate`` task maps them back, fitted on data labelled by the same
+  rule, ``label_outcomes``: this is where a user sees how close they come);
 - for the fused pre-rank score: AUC against click and order, and the share of clicked
   and ordered candidates the pre-rank kept in its top ``top_k`` of each request, beside
   what a random cut of the same size keeps.
@@ -69,28 +70,38 @@ def _event_days(data: str, start: dt.datetime, horizon: dt.datetime) -> list[dt.
     return wanted
 
 
+def label_outcomes(
+    data: str, rows: pa.Table, start: dt.datetime, horizon: dt.datetime, order_by: str = "request_id, item_id"
+) -> pa.Table:
+    """``rows`` (one per scored candidate, with ``request_id`` and ``item_id``) with one
+    realised 0/1 label ``y_<task>`` per task: the candidate had that event between
+    ``start`` (the window's start) and ``horizon`` (the window's end plus attribution).
+    The audit and the calibration fit (model_publish) both label through this rule."""
+    events = storage.read_table(data, "events", _event_days(data, start, horizon),
+                                ["request_id", "item_id", "event_type", "event_timestamp"])
+    flags = ", ".join(f"coalesce(bool_or(e.event_type = '{t}'), false) as y_{t}" for t in TASKS)
+    con = connect(threads=2, rows=rows, events=events)
+    return con.sql(
+        f"""
+        select s.*, {flags}
+        from rows s left join events e
+          on e.request_id = s.request_id and e.item_id = s.item_id
+         and e.event_timestamp >= $start and e.event_timestamp < $horizon
+        group by all
+        order by {", ".join(f"s.{c.strip()}" for c in order_by.split(","))}
+        """,
+        params={"start": start, "horizon": horizon},
+    ).to_arrow_table()
+
+
 def labelled_scores(data: str, partition: str, config: OutcomesConfig) -> tuple[pa.Table, dict[str, Any]]:
     """The partition's rows with one realised 0/1 label per task, and the window facts."""
     final = Path(data) / "scores" / partition
     start, end = _window(final)
     horizon = end + config.attribution
-    scores = storage.read_partition(final, "scores")
-    events = storage.read_table(data, "events", _event_days(data, start, horizon),
-                                ["request_id", "item_id", "event_type", "event_timestamp"])
-    flags = ", ".join(f"coalesce(bool_or(e.event_type = '{t}'), false) as y_{t}" for t in TASKS)
-    con = connect(threads=2, scores=scores, events=events)
-    labelled = con.sql(
-        f"""
-        select s.request_id, s.user_id, s.item_id, s.score, s.rank,
-               {", ".join(f"s.p_{t}" for t in TASKS)}, {flags}
-        from scores s left join events e
-          on e.request_id = s.request_id and e.item_id = s.item_id
-         and e.event_timestamp >= $start and e.event_timestamp < $horizon
-        group by all
-        order by s.request_id, s.rank
-        """,
-        params={"start": start, "horizon": horizon},
-    ).to_arrow_table()
+    scores = storage.read_partition(final, "scores").select(
+        ["request_id", "user_id", "item_id", "score", "rank", *(f"p_{t}" for t in TASKS)])
+    labelled = label_outcomes(data, scores, start, horizon, order_by="request_id, rank")
     window = {"start": start.isoformat(), "end": end.isoformat(), "horizon": horizon.isoformat()}
     return labelled, window
 

@@ -1,5 +1,5 @@
 """The onePiece model (PyTorch): tensor contract, tokens, masks, backbone, reasoning,
-heads, baselines, variants, checkpoints, losses. Imports only torch, numpy, pyarrow and
+heads, calibration, baselines, variants, checkpoints, losses. Imports only torch, numpy, pyarrow and
 the data contract."""
 
 from onepiece.model.checkpoint import load_checkpoint, save_checkpoint

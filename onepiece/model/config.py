@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,6 +79,13 @@ class ModelConfig:
     query_vocab: int = 20_000
     piece_vocab: int = 8_192
 
+    # --- output calibration ------------------------------------------------------------
+    #: Platt scaling per task head, task -> {"scale": a, "bias": b}: ``score()`` returns
+    #: sigmoid(a * logit + b) with a > 0 (the order within a head is unchanged). Fitted
+    #: by model_publish's ``calibrate`` task on serving-shaped held-out traffic
+    #: (onepiece.model.calibration); empty: the raw head outputs.
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         unknown = set(self.progressive_steps) - set(TASKS)
         if unknown:
@@ -94,6 +102,16 @@ class ModelConfig:
             raise ValueError("retrieval mode reasons over the SD block: use_sd must be true")
         if self.backbone == "dlrm" and self.num_steps:
             raise ValueError("the DLRM backbone has no reasoning: num_steps must be 0")
+        for task, params in self.calibration.items():
+            if task not in TASKS or set(params) != {"scale", "bias"}:
+                raise ValueError(
+                    f"ModelConfig.calibration: expected task -> {{scale, bias}} for tasks of {TASKS}, "
+                    f"got {task}: {params}"
+                )
+            if not (math.isfinite(params["scale"]) and params["scale"] > 0 and math.isfinite(params["bias"])):
+                raise ValueError(
+                    f"ModelConfig.calibration[{task!r}]: scale must be positive and both finite, got {params}"
+                )
 
     @property
     def num_outputs(self) -> int:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onepiece.contract.schemas import TASKS
+from onepiece.model import calibration
 from onepiece.model.allocator import retain_freed_memory
 from onepiece.model.config import ModelConfig
 from onepiece.model.dlrm import DLRMCore
@@ -152,6 +153,8 @@ def score(
     (``ModelInputs.length_order``, ``trim_padding``; the model is padding-invariant and
     sequences are scored independently, so the scores are the same) and the outputs are
     padded back to C and put back in the input order; ``trim=False`` is the reference.
+    Each head's logit goes through the config's Platt map first (``config.calibration``;
+    none: the raw head output).
     """
     device = next(model.parameters()).device
     if device.type == "cpu":
@@ -175,6 +178,7 @@ def score(
                 cut = width - out.cand_valid.shape[1]  # candidate slots trimmed away
                 for task in TASKS:
                     logit = out.logits[task].float()  # (b, C')
+                    logit = calibration.apply(logit, model.config.calibration.get(task))
                     parts[task].append(F.pad(torch.sigmoid(logit) * out.cand_valid, (0, cut)))
     finally:
         model.train(was_training)

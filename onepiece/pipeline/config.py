@@ -19,7 +19,8 @@ ONEPIECE_BEAM_WORKERS           local Beam worker processes (default 2)
 ONEPIECE_BEAM_ARGS              extra Beam flags, shell-quoted (--flink_master=..., ...)
 ONEPIECE_REFRESH_WINDOW_MINUTES scoring window after the logical date (default 60)
 ONEPIECE_MAX_FAILED_REQUESTS    dead-lettered requests tolerated per run (default 0)
-ONEPIECE_AUDIT_ATTRIBUTION_HOURS how long after a window its outcomes count (default 6)
+ONEPIECE_AUDIT_ATTRIBUTION_HOURS how long after a window its outcomes count (default 6;
+                                the audit, and model_publish's calibration labels)
 ==============================  ==========================================================
 """
 
@@ -222,6 +223,12 @@ class PublishConfig:
     min_gain: float = 0.0
     #: Held-out requests used for early stopping and the gate (evenly thinned; 0: all).
     max_eval_requests: int = 2000
+    #: Calibration (the ``calibrate`` task): hourly windows of the held-out day to fit the
+    #: heads' Platt maps on (seeded sample; 0: publish the raw heads), requests sampled
+    #: per window (0: all), and the attribution of outcomes (the audit's rule and default).
+    calibration_hours: int = 4
+    calibration_requests_per_hour: int = 500
+    calibration_attribution: dt.timedelta = dt.timedelta(hours=6)
     feature_repo: str | None = None
     beam: BeamConfig = BeamConfig()
 
@@ -243,6 +250,11 @@ class PublishConfig:
             seed=_int(str(params.get("seed") or ""), 0, "seed"),
             min_gain=float(params.get("min_gain") or 0.0),
             max_eval_requests=_int(str(params.get("max_eval_requests", "")), 2000, "max_eval_requests"),
+            calibration_hours=_int(str(params.get("calibration_hours", "")), 4, "calibration_hours"),
+            calibration_requests_per_hour=_int(
+                str(params.get("calibration_requests_per_hour", "")), 500, "calibration_requests_per_hour"),
+            calibration_attribution=dt.timedelta(hours=_int(
+                _pick(params, "attribution_hours", env, "ONEPIECE_AUDIT_ATTRIBUTION_HOURS"), 6, "attribution_hours")),
             feature_repo=_feature_repo(params, env),
             beam=BeamConfig.from_params(params, env),
         )

@@ -1,6 +1,6 @@
 """The ``model_publish`` DAG's tasks: a new model version from training to the pin.
 
-    datasets -> train -> evaluate -> gate -> export -> smoke -> pin
+    datasets -> train -> evaluate -> gate -> calibrate -> export -> smoke -> pin
 
 - ``datasets``: the Beam training-set job over the logged days; the last logged day is
   held out for evaluation (and early stopping), the days before it train;
@@ -8,8 +8,14 @@
 - ``evaluate``: ranking metrics of the new model and of the serving (pinned) model on the
   same held-out rows (onepiece.evaluation);
 - ``gate``: the new model's click AUC must reach the serving model's plus ``min_gain``;
+- ``calibrate``: fits a Platt map per task head (onepiece.model.calibration) on the
+  held-out day as serving sees it: hourly windows of refresh-style contexts (every
+  candidate of every request, as of the window's start, as prerank_refresh assembles
+  them) labelled by the events within the audit's attribution window
+  (onepiece.evaluation.outcomes.label_outcomes); writes a calibrated copy of the
+  checkpoint (weights unchanged, the map in config.json) that export and smoke use;
 - ``export``: writes the next version into the model repository (a checkpoint exported
-  before is found again, so a rerun does not add a version);
+  before, same weights and config, is found again, so a rerun does not add a version);
 - ``smoke``: loads the version in Triton (the embedded server, or ``load_model`` on the
   configured servers) and scores held-out contexts, which must match in-process scores;
 - ``pin``: switches the refresh DAG's pinned version (onepiece.pipeline.pin).
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from onepiece import storage
 from onepiece.errors import UserError
@@ -184,41 +192,190 @@ def gate(config: PublishConfig, evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The checkpoint's weights and config (a calibrated copy differs in config only)."""
+    from onepiece.serving.export import CONFIG_FILE, WEIGHTS_FILE, config_sha256
+
+    weights = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    return weights + config_sha256((path / CONFIG_FILE).read_text())
 
 
 def export(config: PublishConfig, checkpoint: str) -> dict[str, Any]:
     """Export the checkpoint as the next version (or find the version it already is)."""
-    from onepiece.serving.export import WEIGHTS_FILE, export_checkpoint, exported_versions
+    from onepiece.serving.export import export_checkpoint, exported_versions
 
     model_dir = Path(config.serving.model_repo) / config.serving.model_name
-    weights = _digest(Path(checkpoint) / WEIGHTS_FILE)
+    wanted = _digest(Path(checkpoint))
     for version, path in sorted(exported_versions(model_dir).items()):
-        if _digest(path / WEIGHTS_FILE) == weights:
+        if _digest(path) == wanted:
             return {"version": version, "exported": False}
     written = export_checkpoint(checkpoint, config.serving.model_repo)
     return {"version": int(written.name), "exported": True}
 
 
+def _scores_in_process(model, contexts) -> dict[str, np.ndarray]:
+    """``p_<task>`` per candidate, on the flattened ``cand_item_id`` order of
+    ``contexts`` (what the Triton client returns for the same rows)."""
+    from onepiece.model import score, tensorize
+    from onepiece.serving.client import scatter_to_candidates
+    from onepiece.serving.scoring import chunk_rows
+
+    parts = []
+    for chunk in chunk_rows(contexts, model.config.group_size, 1024):
+        inputs = tensorize(chunk, model.config, fixed_shape=True)
+        assert inputs.cand_flat_index is not None  # set by tensorize for context rows
+        probs = {f"p_{t}": p.numpy() for t, p in score(model, inputs).items()}
+        parts.append(scatter_to_candidates(probs, inputs.cand_flat_index.numpy(), chunk))
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
+
+
+# --- calibrate ------------------------------------------------------------------------
+
+
+def calibration_windows(config: PublishConfig, day: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
+    """``calibration_hours`` hourly windows of ``day`` (seeded sample, in time order) whose
+    attribution horizon is logged: the events up to window end + attribution must exist,
+    as the outcomes audit requires."""
+    logged = set(storage.list_days(config.data, "events"))
+    windows = []
+    for hour in range(24):
+        start = dt.datetime.combine(day, dt.time(hour), dt.UTC)
+        end = start + dt.timedelta(hours=1)
+        last = (end + config.calibration_attribution - dt.timedelta(microseconds=1)).date()
+        if all(day + dt.timedelta(days=i) in logged for i in range((last - day).days + 1)):
+            windows.append((start, end))
+    if not windows:
+        raise UserError(f"no hour of {day} has its outcomes logged within {config.calibration_attribution}")
+    rng = np.random.default_rng(config.seed)
+    picked = rng.choice(len(windows), size=min(config.calibration_hours, len(windows)), replace=False)
+    return [windows[i] for i in sorted(picked)]
+
+
+def _labelled_window(
+    config: PublishConfig, model, start: dt.datetime, end: dt.datetime, contexts_dir: Path, beam
+) -> pa.Table | None:
+    """One window's contexts (as prerank_refresh assembles them), sampled, scored with the
+    raw heads and labelled with what followed; None when the window has no request."""
+    from onepiece.assembly.config import AssemblyConfig
+    from onepiece.assembly.jobs import run_contexts
+    from onepiece.contract import CONTEXTS_SCHEMA
+    from onepiece.evaluation.outcomes import label_outcomes
+
+    source = _side_source(config, model.config.feature_service)
+    run_contexts(config.data, start, end, contexts_dir, AssemblyConfig(), source, beam)
+    contexts = storage.read_partition(contexts_dir, "contexts").select(CONTEXTS_SCHEMA.names)
+    if contexts.num_rows == 0:
+        return None
+    most = config.calibration_requests_per_hour
+    if most and contexts.num_rows > most:  # a seeded sample of the window's requests
+        rng = np.random.default_rng([config.seed, int(start.timestamp())])
+        contexts = contexts.take(np.sort(rng.choice(contexts.num_rows, size=most, replace=False)))
+    probs = _scores_in_process(model, contexts)
+    lengths = pc.list_value_length(contexts["cand_item_id"]).to_numpy(zero_copy_only=False)
+    rows = pa.table({
+        "request_id": np.repeat(contexts["request_id"].to_numpy(zero_copy_only=False), lengths),
+        "item_id": pc.list_flatten(contexts["cand_item_id"]),
+        **{name: pa.array(p) for name, p in probs.items()},
+    })
+    return label_outcomes(config.data, rows, start, end + config.calibration_attribution)
+
+
+def _finite(value: float | None) -> float | None:
+    return round(float(value), 6) if value is not None and np.isfinite(value) else None
+
+
+def fit_calibration(config: PublishConfig, checkpoint: str, day: dt.date, work: Path, out: Path) -> dict[str, Any]:
+    """Fit the Platt map of every task head on ``calibration_hours`` hours of ``day`` as
+    serving scores them (contexts and Beam job under ``work``), write ``out``: the
+    checkpoint's weights with the fitted map in its config.json. Returns the figures (also
+    in ``work/calibration.json``): the parameters, and per task the mean predicted against
+    the realised rate and the log loss before and after, on the fit data."""
+    import dataclasses
+    import shutil
+
+    from onepiece.assembly.jobs import BeamSettings
+    from onepiece.contract.schemas import TASKS
+    from onepiece.evaluation.metrics import auc
+    from onepiece.model import calibration, load_checkpoint
+    from onepiece.serving.export import CONFIG_FILE, WEIGHTS_FILE
+    from onepiece.storage import staged_dir
+
+    model = load_checkpoint(checkpoint)
+    model.config = dataclasses.replace(model.config, calibration={})  # fit on the raw heads
+    beam = BeamSettings(config.beam.runner, config.beam.workers, config.beam.args)
+    windows = calibration_windows(config, day)
+    labelled = [
+        _labelled_window(config, model, start, end, work / "contexts" / f"hour={start.hour:02d}", beam)
+        for start, end in windows
+    ]
+    if not any(t is not None for t in labelled):
+        raise UserError(f"the calibration windows of {day} hold no requests: {windows}")
+    rows = pa.concat_tables([t for t in labelled if t is not None])
+    fitted, report = {}, {}
+    for task in TASKS:
+        y = rows[f"y_{task}"].to_numpy(zero_copy_only=False).astype(np.int8)
+        raw = rows[f"p_{task}"].to_numpy().astype(np.float64)
+        params = calibration.fit_platt(calibration.logits_of(raw), y)
+        after = raw if params is None else calibration.calibrated(calibration.logits_of(raw), params)
+        if params:
+            fitted[task] = params
+        report[task] = {
+            "params": params, "positives": int(y.sum()),
+            "before": calibration.figures(raw, y), "after": calibration.figures(after, y),
+            "auc": _finite(auc(y, raw)), "auc_after": _finite(auc(y, after)),
+        }
+    figures = {
+        "checkpoint": str(checkpoint), "fit_day": day.isoformat(),
+        "windows": [[s.isoformat(), e.isoformat()] for s, e in windows],
+        "attribution_hours": config.calibration_attribution.total_seconds() / 3600,
+        "requests": int(pc.count_distinct(rows["request_id"]).as_py()), "rows": rows.num_rows,
+        "tasks": report,
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "calibration.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    with staged_dir(out) as staging:
+        shutil.copyfile(Path(checkpoint) / WEIGHTS_FILE, staging / WEIGHTS_FILE)
+        model_config = dataclasses.replace(model.config, calibration=fitted)
+        (staging / CONFIG_FILE).write_text(model_config.to_json() + "\n")
+    return figures
+
+
+def calibrate(config: PublishConfig, run_key: str, checkpoint: str, sets: dict[str, Any]) -> dict[str, Any]:
+    """The ``calibrate`` task: ``fit_calibration`` on the held-out day (never a training
+    day); export and smoke then use the calibrated copy. ``calibration_hours`` 0 skips the
+    fit (the checkpoint is published as it is)."""
+    if not config.calibration_hours:
+        return {"checkpoint": checkpoint, "calibrated": False}
+    day = dt.date.fromisoformat(sets["eval_day"])
+    if day <= dt.date.fromisoformat(sets["train_days"][-1]):  # no leakage from the training days
+        raise UserError(f"calibration day {day} is not after the training days {sets['train_days']}")
+    work = work_dir(config, run_key)
+    out = work / "calibrated_checkpoint"
+    figures = fit_calibration(config, checkpoint, day, work / "calibration", out)
+    summary = {
+        t: {"params": r["params"], "predicted_over_realised": [r["before"]["predicted_over_realised"],
+                                                               r["after"]["predicted_over_realised"]],
+            "log_loss": [r["before"]["log_loss"], r["after"]["log_loss"]]}
+        for t, r in figures["tasks"].items()
+    }
+    log.info("calibration on %s (%d rows; before -> after): %s", day, figures["rows"], summary)
+    return {"checkpoint": str(out), "calibrated": True, "figures": str(work / "calibration" / "calibration.json"),
+            "fit_day": figures["fit_day"], "train_days": sets["train_days"], "rows": figures["rows"],
+            "tasks": summary}
+
+
 def smoke(config: PublishConfig, checkpoint: str, version: int, sets: dict[str, Any]) -> dict[str, Any]:
     """Load the version in Triton, score held-out contexts, compare with in-process."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from onepiece.contract import CONTEXTS_SCHEMA
-    from onepiece.model import load_checkpoint, score, tensorize
-    from onepiece.serving.client import TritonClientConfig, TritonRankerClient, scatter_to_candidates
+    from onepiece.model import load_checkpoint
+    from onepiece.serving.client import TritonClientConfig, TritonRankerClient
     from onepiece.serving.export import CONFIG_FILE
 
     files = sorted(Path(sets["eval"]).glob("*.parquet"))
     contexts = pa.concat_tables([pq.read_table(f) for f in files]).select(CONTEXTS_SCHEMA.names)
     contexts = contexts.slice(0, SMOKE_REQUESTS)
-    model = load_checkpoint(checkpoint)
-    inputs = tensorize(contexts, model.config, fixed_shape=True)
-    assert inputs.cand_flat_index is not None  # set by tensorize for context rows
-    expected = scatter_to_candidates(
-        {f"p_{t}": p.numpy() for t, p in score(model, inputs).items()}, inputs.cand_flat_index.numpy(), contexts
-    )
+    expected = _scores_in_process(load_checkpoint(checkpoint), contexts)
     config_json = (Path(checkpoint) / CONFIG_FILE).read_text()
 
     def served_scores(urls: tuple[str, ...]) -> dict[str, np.ndarray]:

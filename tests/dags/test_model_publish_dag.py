@@ -24,7 +24,7 @@ def test_publish_evaluates_exports_smokes_and_pins_a_checkpoint(
     checkpoint = tiny_checkpoint(tmp_path / "ckpt-v2", seed=2)
 
     result = dags_test(env, "model_publish", "2026-11-04",
-                       {"checkpoint": str(checkpoint), "min_gain": -1.0})
+                       {"checkpoint": str(checkpoint), "min_gain": -1.0, "calibration_hours": 2})
     assert result.returncode == 0, tail(result)
     log = result.stdout + result.stderr
     assert "'serving_version': 1" in log  # evaluated against the serving model
@@ -32,5 +32,9 @@ def test_publish_evaluates_exports_smokes_and_pins_a_checkpoint(
     assert (pin["model_name"], pin["version"], pin["metric"]) == ("onepiece_ranker", 2, "click_auc")
     exported = repo / "onepiece_ranker" / "2"
     assert (exported / "model.safetensors").read_bytes() == (checkpoint / "model.safetensors").read_bytes()
+    # the calibrate task's Platt maps travel in the exported config (the impression head
+    # always has enough positives on the tiny world); the smoke test scored with them
+    assert "impression" in json.loads((exported / "config.json").read_text())["calibration"]
+    assert "'calibrated': True" in log
     gap = re.search(r"'max_abs_gap': ([0-9.e-]+)", log)
     assert gap and float(gap[1]) <= 1e-4  # the smoke test: served scores == in-process scores
