@@ -156,7 +156,7 @@ def ml100k_command(
     out: Annotated[Path, typer.Option("--out", help="Directory for metrics.json and plots.")],
     cache: Annotated[Path, typer.Option(help="Where the recbole wheel is downloaded.")] = Path(".cache/wheels"),
     wheel: Annotated[Path | None, typer.Option(help="Use this ml-100k wheel instead of downloading.")] = None,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs per model.")] = 6,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs per model.")] = 12,
     samples_per_user: Annotated[int, typer.Option(help="Training prefixes per user and epoch.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads per model.")] = 1,

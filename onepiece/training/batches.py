@@ -29,6 +29,9 @@ from onepiece.training.groups import sample_candidates, split_groups
 class Batch:
     inputs: ModelInputs
     labels: dict[str, torch.Tensor]  # task -> (B, C) float32, 0 at padding
+    #: Retrieval only, optional: (B, C) log probability of each candidate being drawn as
+    #: an in-batch positive (``losses.clip_loss``'s sampling-bias correction).
+    log_q: torch.Tensor | None = None
 
 
 def _sequence_config(config: ModelConfig) -> ModelConfig:

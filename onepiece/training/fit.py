@@ -59,7 +59,15 @@ def batch_loss(model: OnePiece, batch: Batch) -> dict[str, torch.Tensor]:
     """The configured loss of one batch: task -> loss, plus 'total'."""
     out = model(batch.inputs)
     if model.config.mode == "retrieval":
-        return retrieval_loss(out.user_vectors, out.item_vectors, batch.labels, out.cand_valid, model.config)
+        return retrieval_loss(
+            out.user_vectors,
+            out.item_vectors,
+            batch.labels,
+            out.cand_valid,
+            model.config,
+            item_ids=batch.inputs.cand_item_cat[..., 0],
+            log_q=batch.log_q,
+        )
     return ranking_loss(out.logits, batch.labels, out.cand_valid, model.config)
 
 

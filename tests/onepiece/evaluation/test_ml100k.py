@@ -120,6 +120,17 @@ def test_training_batches_hold_every_sample_once_and_are_seeded(tmp_path: Path) 
     assert all(float(b.labels["click"][:, 0].min()) == 1.0 for b in batches)
     again = list(ml100k.epoch_batches(config, data, split, cfg, epoch=1))
     assert all(torch.equal(a.inputs.ih_item_cat, b.inputs.ih_item_cat) for a, b in zip(batches, again))
+    # Each target carries its item's log q (share of the training items, + 1 smoothing).
+    counts = np.ones(data.n_items + 1)
+    for seq in split.train:
+        for item in seq:
+            counts[item] += 1
+    for b in batches:
+        targets = b.inputs.cand_item_cat[:, 0, 0].numpy()
+        assert b.log_q is not None
+        np.testing.assert_allclose(b.log_q[:, 0].numpy(), np.log(counts / counts.sum())[targets], rtol=1e-5)
+    off = dataclasses.replace(cfg, sampling_correction=False)
+    assert next(ml100k.epoch_batches(config, data, split, off, epoch=1)).log_q is None
 
 
 @pytest.mark.slow

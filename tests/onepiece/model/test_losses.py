@@ -61,6 +61,25 @@ def test_clip_loss_is_low_for_aligned_pairs_and_symmetric():
     assert torch.allclose(clip_loss(users, items, 0.1), clip_loss(items, users, 0.1))
 
 
+def test_clip_loss_drops_duplicate_items_and_corrects_user_to_item_by_log_q():
+    torch.manual_seed(2)
+    users, items = torch.randn(3, 4), torch.randn(3, 4)
+    ids = torch.tensor([7, 7, 9])  # rows 0 and 1 hold the same item
+    log_q = torch.tensor([-1.0, -1.0, -3.0])
+    logits = users @ items.T  # temperature 1
+    u2i = logits - log_q[None, :]
+    keep = ~((ids[:, None] == ids[None, :]) & ~torch.eye(3, dtype=torch.bool))
+    expected = 0.0
+    for i in range(3):  # user i against the items that are not copies of its own
+        expected += 0.5 * -torch.log_softmax(u2i[i][keep[i]], 0)[keep[i][: i + 1].sum() - 1] / 3
+        expected += 0.5 * -torch.log_softmax(logits[:, i][keep[:, i]], 0)[keep[: i + 1, i].sum() - 1] / 3
+    got = clip_loss(users, items, 1.0, item_ids=ids, log_q=log_q)
+    assert abs(got.item() - expected.item()) < 1e-5
+    # Without ids the duplicate is a negative; a constant shift of log q changes nothing.
+    assert not torch.allclose(clip_loss(users, items, 1.0, log_q=log_q), got)
+    assert torch.allclose(clip_loss(users, items, 1.0, item_ids=ids, log_q=log_q + 5.0), got)
+
+
 def test_retrieval_loss_has_gradients_for_users_and_items():
     config = tiny_config(mode="retrieval", num_steps=2)
     users = torch.randn(4, 3, 8, requires_grad=True)
