@@ -53,8 +53,11 @@ def ablation_command(
     order AUC and GAUC per row, the mean over --seeds), ablation.md (beside the paper's
     numbers, and each of the paper's orderings with the AUC difference, its paired
     bootstrap 95% interval over test requests and a verdict: holds, fails or within
-    noise), orderings.json, seeds.json (every seed's rows) and a bar plot."""
+    noise), orderings.json, seeds.json (every seed's rows), test_scores.parquet (every row's
+    click scores of the exposed test candidates) and a bar plot."""
     import json
+
+    import pyarrow.parquet as pq
 
     from onepiece import storage
     from onepiece.errors import UserError
@@ -98,6 +101,7 @@ def ablation_command(
         write_json({"rows_by_seed": {str(k): v for k, v in result.seed_rows.items()}}, staging / "seeds.json")
         histories = {v: {str(k): h for k, h in by_seed.items()} for v, by_seed in result.histories.items()}
         (staging / "histories.json").write_text(json.dumps(histories, indent=2) + "\n")
+        pq.write_table(result.test_scores, staging / "test_scores.parquet")
         text = [
             "# Ablation on the synthetic world\n",
             f"Settings: {json.dumps(cfg.__dict__)}; train requests {train_rows.num_rows}, "
@@ -193,6 +197,7 @@ def ml100k_command(
     with staged_dir(out) as staging:
         write_json(results, staging / "metrics.json")
         (staging / "histories.json").write_text(json.dumps(histories, indent=2) + "\n")
+        pq.write_table(result.test_scores, staging / "test_scores.parquet")
         for name, history in histories.items():
             training_curves(history, staging / f"training_curves_{name}.png")
     console.print_json(data=results)

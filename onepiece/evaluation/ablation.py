@@ -13,8 +13,8 @@ numbers as one by one.
 How sure is an ordering? Rows often differ by a few thousandths of AUC on a few hundred
 test requests. ``AblationConfig.seeds`` trains every row with several seeds on the same
 split (the table is their mean) and every claim "A beats B" gets the paired bootstrap
-interval of AUC(A) - AUC(B) over test requests (``significance``): it holds or fails
-only when the interval excludes 0, and is reported "within noise" otherwise.
+interval of AUC(A) - AUC(B) over test requests and training seeds (``significance``): it
+holds or fails only when the interval excludes 0, and is reported "within noise" otherwise.
 """
 
 from __future__ import annotations
@@ -183,6 +183,9 @@ class AblationResult:
     seed_rows: dict[int, list[dict[str, Any]]]
     histories: dict[str, dict[int, Any]]  # variant -> seed -> history
     claims: list[Claim]
+    #: The exposed test candidates (request, user, item, click label) and every
+    #: "variant@seed" click score: the orderings can be recomputed from this alone.
+    test_scores: pa.Table
 
 
 def training_seeds(cfg: AblationConfig) -> tuple[int, ...]:
@@ -238,7 +241,12 @@ def run_ablation(
         rows, flat.labels["click"][exposed], flat.request_row[exposed], click, seeds, cfg.resamples, cfg.seed
     )
     histories = {v: {s: done[f"{v}@{s}"][1] for s in seeds} for v in variants}
-    return AblationResult(rows, seed_rows, histories, claims)
+    test_scores = pa.table(
+        {"request": flat.request_row[exposed], "user_id": flat.user_id[exposed],
+         "item_id": flat.item_id[exposed], "click": flat.labels["click"][exposed]}
+        | {name: click[name] for name in sorted(click)}
+    )
+    return AblationResult(rows, seed_rows, histories, claims, test_scores)
 
 
 def markdown_table(rows: list[dict[str, Any]], sizes: dict[str, int] | None = None) -> str:
@@ -340,8 +348,11 @@ def markdown_claims(claims: list[Claim], seeds: int) -> str:
         "\n## The paper's orderings, on our click AUC\n",
         "d = click AUC(A) - AUC(B)" + (f", averaged over {seeds} training seeds" if seeds > 1 else "")
         + "; the 95% interval is a paired bootstrap over test requests (both rows rescored on the "
-        "same resampled requests)" + spread + ". A claim *holds* or *fails* only when its interval "
-        "excludes 0; otherwise the test day cannot tell the two rows apart (*within noise*).\n",
+        "same resampled requests"
+        + (", each resample also drawing the training seeds with replacement, so training noise is in it"
+           if seeds > 1 else "; one training seed, so training noise is not in it")
+        + ")" + spread + ". A claim *holds* or *fails* only when its interval "
+        "excludes 0; otherwise the measurement cannot tell the two rows apart (*within noise*).\n",
         "| claim | d | 95% interval | " + ("seed std | " if seeds > 1 else "") + "verdict |",
         "| --- | --- | --- | " + ("--- | " if seeds > 1 else "") + "--- |",
     ]

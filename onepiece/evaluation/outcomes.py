@@ -57,17 +57,26 @@ def _window(partition_dir: Path) -> tuple[dt.datetime, dt.datetime]:
     return dt.datetime.fromisoformat(settings["start"]), dt.datetime.fromisoformat(settings["end"])
 
 
+def horizon_days(start: dt.datetime, horizon: dt.datetime) -> list[dt.date]:
+    """The events partitions (days) that hold every event from ``start`` up to ``horizon``."""
+    last = (horizon - dt.timedelta(microseconds=1)).date()
+    return [start.date() + dt.timedelta(days=i) for i in range((last - start.date()).days + 1)]
+
+
+def missing_event_days(data: str, start: dt.datetime, horizon: dt.datetime) -> list[dt.date]:
+    """The days of ``horizon_days`` not logged yet: the outcomes are complete when empty."""
+    return sorted(set(horizon_days(start, horizon)) - set(storage.list_days(data, "events")))
+
+
 def _event_days(data: str, start: dt.datetime, horizon: dt.datetime) -> list[dt.date]:
     """The events partitions the horizon needs; every one of them must be there."""
-    last = (horizon - dt.timedelta(microseconds=1)).date()
-    wanted = [start.date() + dt.timedelta(days=i) for i in range((last - start.date()).days + 1)]
-    missing = sorted(set(wanted) - set(storage.list_days(data, "events")))
+    missing = missing_event_days(data, start, horizon)
     if missing:
         raise UserError(
             f"{data}/events: the outcomes up to {horizon.isoformat()} need the partitions "
             f"{', '.join(storage.day_partition(d) for d in missing)}, which are not logged yet"
         )
-    return wanted
+    return horizon_days(start, horizon)
 
 
 def label_outcomes(

@@ -5,9 +5,12 @@ test set of a few hundred requests: less than the test set's own sampling noise.
 bootstrap here resamples whole REQUESTS (a request's candidates share a user and a
 context, so they are not independent) with replacement, and recomputes every model's AUC
 on the same resample, so a difference is measured paired: the noise both models share
-cancels. With several training seeds scored on the same candidates, each resample's
-difference is the mean over seeds, so the interval is that of the seed-averaged
-difference; the spread between seeds (training noise) is reported beside it.
+cancels. With several training seeds scored on the same candidates, each resample also
+draws the seeds with replacement and takes the mean difference over the drawn seeds: a
+two-level (hierarchical) bootstrap, so the interval holds the training noise as well as
+the test day's. Few seeds make the training part coarse (with 3 seeds a resample sees at
+most 3 distinct values), but without it an ordering that flips between seeds could be
+called settled from the test day's noise alone.
 
 Verdicts on a 95% percentile interval of d = AUC(A) - AUC(B):
 ``holds`` (the interval is above 0), ``fails`` (below 0), ``within noise`` (it spans 0).
@@ -72,12 +75,25 @@ def bootstrap_aucs(
 
 
 def paired_difference(
-    full: dict[str, float], draws: dict[str, np.ndarray], a: list[str], b: list[str], level: float = 0.95
+    full: dict[str, float],
+    draws: dict[str, np.ndarray],
+    a: list[str],
+    b: list[str],
+    level: float = 0.95,
+    seed: int = 0,
 ) -> Difference:
     """AUC(a) - AUC(b) averaged over seeds: ``a[i]`` and ``b[i]`` name the two models'
-    score arrays of seed i in ``bootstrap_aucs``'s output."""
+    score arrays of seed i in ``bootstrap_aucs``'s output.
+
+    With several seeds the bootstrap is two-level: each resample also draws the training
+    seeds with replacement, so the interval holds the training noise as well as the test
+    day's (a hierarchical bootstrap). With one seed it holds the test day's noise only.
+    """
     per_seed = tuple(full[x] - full[y] for x, y in zip(a, b, strict=True))
-    resampled = np.mean([draws[x] - draws[y] for x, y in zip(a, b, strict=True)], axis=0)
+    by_seed = np.stack([draws[x] - draws[y] for x, y in zip(a, b, strict=True)])  # [seeds, resamples]
+    n_seeds, resamples = by_seed.shape
+    picked = np.random.default_rng(seed).integers(0, n_seeds, size=(resamples, n_seeds))
+    resampled = by_seed[picked, np.arange(resamples)[:, None]].mean(axis=1)
     resampled = resampled[~np.isnan(resampled)]
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(resampled, [tail, 100 - tail]) if resampled.size else (np.nan, np.nan)

@@ -19,6 +19,10 @@ from onepiece.contract.schemas import TASKS
 #: add_to_cart is an extra head at the last step (ours; the paper evaluates it only).
 PROGRESSIVE_STEPS: dict[str, int] = {"impression": 1, "click": 2, "add_to_cart": 3, "order": 3}
 
+#: The hashed embedding tables' sizes (``tokens.bucket``).
+VOCABS = ("item_vocab", "shop_vocab", "category_vocab", "user_vocab", "user_side_vocab", "query_vocab",
+          "piece_vocab")
+
 
 @dataclass
 class ModelConfig:
@@ -100,6 +104,9 @@ class ModelConfig:
             raise ValueError("group_size >= 0, ih_max_len >= 1 and pa_per_group >= 1 are required")
         if self.mode == "retrieval" and not self.use_sd and self.reasoning == "block":
             raise ValueError("retrieval mode reasons over the SD block: use_sd must be true")
+        small = [n for n in VOCABS if getattr(self, n) < 2]
+        if small:  # bucket 0 is the out-of-vocabulary bucket: ids need at least one more
+            raise ValueError(f"ModelConfig: {', '.join(small)} must be at least 2")
         if self.backbone == "dlrm" and self.num_steps:
             raise ValueError("the DLRM backbone has no reasoning: num_steps must be 0")
         for task, params in self.calibration.items():

@@ -235,13 +235,13 @@ def calibration_windows(config: PublishConfig, day: dt.date) -> list[tuple[dt.da
     """``calibration_hours`` hourly windows of ``day`` (seeded sample, in time order) whose
     attribution horizon is logged: the events up to window end + attribution must exist,
     as the outcomes audit requires."""
-    logged = set(storage.list_days(config.data, "events"))
+    from onepiece.evaluation.outcomes import missing_event_days
+
     windows = []
     for hour in range(24):
         start = dt.datetime.combine(day, dt.time(hour), dt.UTC)
         end = start + dt.timedelta(hours=1)
-        last = (end + config.calibration_attribution - dt.timedelta(microseconds=1)).date()
-        if all(day + dt.timedelta(days=i) in logged for i in range((last - day).days + 1)):
+        if not missing_event_days(config.data, start, end + config.calibration_attribution):
             windows.append((start, end))
     if not windows:
         raise UserError(f"no hour of {day} has its outcomes logged within {config.calibration_attribution}")

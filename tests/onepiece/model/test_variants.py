@@ -116,6 +116,8 @@ def test_config_json_round_trip_and_validation():
         ModelConfig.from_json('{"nope": 1}')
     with pytest.raises(ValueError, match="n_heads"):
         ModelConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="user_vocab must be at least 2"):
+        ModelConfig(user_vocab=1)  # only the out-of-vocabulary bucket: hashing would divide by 0
 
 
 def test_label_columns_cover_the_tasks():

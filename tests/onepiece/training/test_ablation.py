@@ -74,6 +74,26 @@ def test_claims_get_paired_intervals_over_seeds() -> None:
     assert paired.high - paired.low < 0.1 * (np.percentile(draws["dlrm"], 97.5) - np.percentile(draws["dlrm"], 2.5))
 
 
+def test_the_interval_holds_the_training_noise_of_seeds_that_disagree() -> None:
+    """Two seeds say A beats B by far, a third says the reverse: every seed's own difference
+    is sure on the test day, but the seed-averaged one is not, and the interval says so."""
+    rng = np.random.default_rng(1)
+    requests = np.repeat(np.arange(400), 10)
+    labels = (rng.random(requests.size) < 0.3).astype(np.int8)
+    good = {s: labels + rng.normal(0, 0.7, labels.size) for s in range(3)}
+    poor = {s: labels + rng.normal(0, 2.0, labels.size) for s in range(3)}
+    scores = {f"hstu_pa@{s}": (good if s < 2 else poor)[s] for s in range(3)}
+    scores |= {f"hstu@{s}": (poor if s < 2 else good)[s] for s in range(3)}
+    rows = [{"variant": "hstu_pa", "click_auc": 0.8}, {"variant": "hstu", "click_auc": 0.7}]
+    d = ablation.check_claims(rows, labels, requests, scores, (0, 1, 2), 400)[0].difference
+    assert d.per_seed[0] > 0.1 and d.per_seed[1] > 0.1 and d.per_seed[2] < -0.1
+    assert d.delta > 0.03 and d.low < 0 < d.high  # seed-mean +, yet within noise
+    # The test day alone would have called it (one seed draw is fixed: no training noise).
+    alone = ablation.check_claims(rows, labels, requests, {k: v for k, v in scores.items() if k.endswith("@0")},
+                                  (0,), 400)[0].difference
+    assert alone.low > 0.05
+
+
 def test_the_bootstrap_resamples_whole_requests() -> None:
     labels = np.array([0, 1, 0, 1, 1, 0])
     scores = {"a": np.array([0.1, 0.9, 0.4, 0.3, 0.8, 0.2])}
@@ -128,6 +148,16 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     low, high = claim["ci95"]
     assert low <= claim["delta"] <= high and claim["verdict"] in ("holds", "fails", "within noise")
     assert f"| onePiece beats popularity | {claim['delta']:+.4f} |" in table
+    # The saved test scores give the same difference again (the orderings can be rechecked).
+    import pyarrow.parquet as pq
+
+    from onepiece.evaluation.metrics import auc
+
+    saved = pq.read_table(out / "test_scores.parquet").to_pydict()
+    assert {"request", "click", "onepiece@0", "hstu@0", "popularity@0"} <= set(saved)
+    redone = auc(np.array(saved["click"]), np.array(saved["onepiece@0"])) - auc(
+        np.array(saved["click"]), np.array(saved["popularity@0"]))
+    assert redone == pytest.approx(claim["delta"])
     per_seed = json.loads((out / "seeds.json").read_text())["rows_by_seed"]
     assert [r["variant"] for r in per_seed["0"]] == ["popularity", "onepiece", "hstu"]
     assert (out / "ablation_click_auc.png").stat().st_size > 0
