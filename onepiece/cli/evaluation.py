@@ -96,7 +96,8 @@ def ablation_command(
         )
         rows, claims = result.rows, result.claims
         write_json({"rows": rows}, staging / "ablation.json")
-        write_json({"seeds": list(ablation.training_seeds(cfg)), "claims": [c.to_json() for c in claims]},
+        write_json({"seeds": list(ablation.training_seeds(cfg)), "claims": [c.to_json() for c in claims],
+                    "gauc_claims": [c.to_json() for c in result.gauc_claims]},
                    staging / "orderings.json")
         write_json({"rows_by_seed": {str(k): v for k, v in result.seed_rows.items()}}, staging / "seeds.json")
         histories = {v: {str(k): h for k, h in by_seed.items()} for v, by_seed in result.histories.items()}
@@ -109,6 +110,7 @@ def ablation_command(
             f"{cfg.seeds} training seed(s).\n",
             ablation.markdown_table(rows),
             ablation.markdown_claims(claims, cfg.seeds),
+            ablation.markdown_claims(result.gauc_claims, cfg.seeds, "GAUC", ablation.GAUC_NOTE),
         ]
         (staging / "ablation.md").write_text("\n".join(text) + "\n")
         paper = {r.variant: r.paper_click_auc for r in ablation.ROWS}

@@ -183,6 +183,9 @@ class AblationResult:
     seed_rows: dict[int, list[dict[str, Any]]]
     histories: dict[str, dict[int, Any]]  # variant -> seed -> history
     claims: list[Claim]
+    #: The same claims on click GAUC: within each user's impressions, which is what a
+    #: pre-rank stage ranking one request's candidates at a time acts on.
+    gauc_claims: list[Claim]
     #: The exposed test candidates (request, user, item, click label) and every
     #: "variant@seed" click score: the orderings can be recomputed from this alone.
     test_scores: pa.Table
@@ -237,8 +240,10 @@ def run_ablation(
     rows = [popularity_row] + [mean_row(v, [done[f"{v}@{s}"][0] for s in seeds]) for v in variants]
     click = {f"{v}@{s}": done[f"{v}@{s}"][2] for v in variants for s in seeds}
     click |= {f"popularity@{s}": popularity["click"][exposed] for s in seeds}
-    claims = check_claims(
-        rows, flat.labels["click"][exposed], flat.request_row[exposed], click, seeds, cfg.resamples, cfg.seed
+    labels, requests = flat.labels["click"][exposed], flat.request_row[exposed]
+    claims = check_claims(rows, labels, requests, click, seeds, cfg.resamples, cfg.seed)
+    gauc_claims = check_claims(
+        rows, labels, requests, click, seeds, cfg.resamples, cfg.seed, users=flat.user_id[exposed]
     )
     histories = {v: {s: done[f"{v}@{s}"][1] for s in seeds} for v in variants}
     test_scores = pa.table(
@@ -246,7 +251,7 @@ def run_ablation(
          "item_id": flat.item_id[exposed], "click": flat.labels["click"][exposed]}
         | {name: click[name] for name in sorted(click)}
     )
-    return AblationResult(rows, seed_rows, histories, claims, test_scores)
+    return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores)
 
 
 def markdown_table(rows: list[dict[str, Any]], sizes: dict[str, int] | None = None) -> str:
@@ -321,17 +326,21 @@ def check_claims(
     seeds: tuple[int, ...] = (0,),
     resamples: int = 1000,
     seed: int = 0,
+    users: np.ndarray | None = None,
 ) -> list[Claim]:
     """The paper's claims on our click AUC (``rows``), each with its paired bootstrap
     interval when the test scores are given (``click_scores`` by "variant@seed", over
-    the exposed test candidates ``labels`` of ``requests``). Claims about rows that were
-    not run are left out."""
-    auc = {r["variant"]: r["click_auc"] for r in rows}
+    the exposed test candidates ``labels`` of ``requests``). With ``users`` (the
+    candidates' users), the same claims on click GAUC. Claims about rows that were not
+    run are left out."""
+    auc = {r["variant"]: r["click_gauc" if users is not None else "click_auc"] for r in rows}
     measured = [(t, a, b) for t, a, b in CLAIMS if auc.get(a) is not None and auc.get(b) is not None]
     full = draws = None
     if click_scores is not None and labels is not None and requests is not None:
         wanted = {f"{v}@{s}" for _, a, b in measured for v in (a, b) for s in seeds}
-        full, draws = bootstrap_aucs(labels, {k: click_scores[k] for k in sorted(wanted)}, requests, resamples, seed)
+        full, draws = bootstrap_aucs(
+            labels, {k: click_scores[k] for k in sorted(wanted)}, requests, resamples, seed, users
+        )
     claims = []
     for text, a, b in measured:
         difference = None
@@ -341,12 +350,21 @@ def check_claims(
     return claims
 
 
-def markdown_claims(claims: list[Claim], seeds: int) -> str:
-    """The orderings section of ablation.md: each claim's difference, interval and verdict."""
+GAUC_NOTE = (
+    "The same orderings on click GAUC (per-user AUC, impression-weighted): only candidates "
+    "shown to the same user are compared, so a row's request-level score offsets, which "
+    "global AUC also rewards or punishes, do not count. Pre-rank orders one request's "
+    "candidates at a time, so this is the comparison that decides what it ranks.\n"
+)
+
+
+def markdown_claims(claims: list[Claim], seeds: int, metric: str = "AUC", note: str = "") -> str:
+    """An orderings section of ablation.md: each claim's difference, interval and verdict."""
     spread = " and the standard deviation of the per-seed differences" if seeds > 1 else ""
     lines = [
-        "\n## The paper's orderings, on our click AUC\n",
-        "d = click AUC(A) - AUC(B)" + (f", averaged over {seeds} training seeds" if seeds > 1 else "")
+        f"\n## The paper's orderings, on our click {metric}\n",
+        *([note] if note else []),
+        f"d = click {metric}(A) - {metric}(B)" + (f", averaged over {seeds} training seeds" if seeds > 1 else "")
         + "; the 95% interval is a paired bootstrap over test requests (both rows rescored on the "
         "same resampled requests"
         + (", each resample also drawing the training seeds with replacement, so training noise is in it"

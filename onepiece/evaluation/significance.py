@@ -52,15 +52,24 @@ def bootstrap_aucs(
     clusters: np.ndarray,
     resamples: int = 1000,
     seed: int = 0,
+    users: np.ndarray | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """AUC of every named score array on the full data and on ``resamples`` cluster
-    resamples (the same resamples for every array): (full, name -> [resamples])."""
+    resamples (the same resamples for every array): (full, name -> [resamples]).
+    With ``users``, GAUC over those users instead of AUC (a user's rows are compared
+    only with each other, so request-level score offsets across users do not count)."""
     labels = np.asarray(labels)
     clusters = np.asarray(clusters)
     order = np.argsort(clusters, kind="stable")
     keys, starts, counts = np.unique(clusters[order], return_index=True, return_counts=True)
     rng = np.random.default_rng(seed)
-    full = {name: metrics.auc(labels, s) for name, s in scores.items()}
+
+    def measure(rows: np.ndarray | slice, s: np.ndarray) -> float:
+        if users is None:
+            return metrics.auc(labels[rows], s[rows])
+        return metrics.gauc(labels[rows], s[rows], np.asarray(users)[rows])
+
+    full = {name: measure(slice(None), s) for name, s in scores.items()}
     draws = {name: np.empty(resamples) for name in scores}
     for r in range(resamples):
         chosen = rng.integers(0, len(keys), len(keys))
@@ -68,9 +77,8 @@ def bootstrap_aucs(
         lengths = counts[chosen]
         offsets = np.repeat(starts[chosen] - np.cumsum(lengths) + lengths, lengths)
         rows = order[offsets + np.arange(lengths.sum())]
-        y = labels[rows]
         for name, s in scores.items():
-            draws[name][r] = metrics.auc(y, s[rows])
+            draws[name][r] = measure(rows, s)
     return full, draws
 
 

@@ -94,6 +94,24 @@ def test_the_interval_holds_the_training_noise_of_seeds_that_disagree() -> None:
     assert alone.low > 0.05
 
 
+def test_gauc_claims_ignore_request_level_offsets() -> None:
+    """A ranks each user's candidates better than B but adds a random offset per request:
+    global AUC calls A worse, GAUC (each user's candidates among themselves) better."""
+    rng = np.random.default_rng(2)
+    requests = np.repeat(np.arange(400), 10)
+    users = requests // 2  # two requests per user; offsets differ between them
+    labels = (rng.random(requests.size) < 0.3).astype(np.int8)
+    offsets = rng.normal(0, 3.0, 400)[requests]
+    scores = {"dlrm@0": labels + rng.normal(0, 0.6, labels.size) + offsets * (requests % 2 == 0),
+              "hstu@0": labels + rng.normal(0, 1.0, labels.size)}
+    rows = [{"variant": "dlrm", "click_auc": 0.6, "click_gauc": 0.8},
+            {"variant": "hstu", "click_auc": 0.7, "click_gauc": 0.7}]
+    on_auc = ablation.check_claims(rows, labels, requests, scores, (0,), 300)[0]
+    on_gauc = ablation.check_claims(rows, labels, requests, scores, (0,), 300, users=users)[0]
+    assert on_auc.verdict == "fails" and on_gauc.verdict == "holds"
+    assert on_gauc.holds and not on_auc.holds  # each from its own column of the rows
+
+
 def test_the_bootstrap_resamples_whole_requests() -> None:
     labels = np.array([0, 1, 0, 1, 1, 0])
     scores = {"a": np.array([0.1, 0.9, 0.4, 0.3, 0.8, 0.2])}
@@ -158,6 +176,8 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     redone = auc(np.array(saved["click"]), np.array(saved["onepiece@0"])) - auc(
         np.array(saved["click"]), np.array(saved["popularity@0"]))
     assert redone == pytest.approx(claim["delta"])
+    gauc_claim = {c["claim"]: c for c in orderings["gauc_claims"]}["onePiece beats popularity"]
+    assert "on our click GAUC" in table and f"| onePiece beats popularity | {gauc_claim['delta']:+.4f} |" in table
     per_seed = json.loads((out / "seeds.json").read_text())["rows_by_seed"]
     assert [r["variant"] for r in per_seed["0"]] == ["popularity", "onepiece", "hstu"]
     assert (out / "ablation_click_auc.png").stat().st_size > 0
