@@ -47,6 +47,14 @@ def ablation_command(
         list[str] | None,
         typer.Option("--set", help="Override a ModelConfig field of every row, KEY=VALUE; repeatable."),
     ] = None,
+    world: Annotated[
+        Path | None,
+        typer.Option(
+            help="The synthetic world the rows come from (a data root with world.json), for the reference row "
+            "world_utility: the test candidates scored with the world's hidden utility. Default: --data when "
+            "the day split is built here from a generated world; with --trainset only when given."
+        ),
+    ] = None,
 ) -> None:
     """Train and evaluate every ablation row on one day split (train on days up to t,
     test on day t + 1 = the last day with events); write ablation.json (click/add-to-cart/
@@ -79,6 +87,8 @@ def ablation_command(
     )
     with staged_dir(out) as staging:
         if trainset is None:
+            if world is None and (Path(storage.data_root(data)) / "world.json").exists():
+                world = Path(storage.data_root(data))
             trainset = staging / "trainset"
             split = build_day_split(storage.data_root(data), trainset, side_features)
             console.print(f"day split: train {split[0]}..{split[1]}, test {split[2]}")
@@ -91,8 +101,16 @@ def ablation_command(
                 f"(best epoch {history['best_epoch']})"
             )
 
+        reference = None
+        if world is not None:
+            from onepiece.world.oracle import utility_scores
+
+            def reference(test):  # noqa: ANN001, ANN202
+                return utility_scores(world, test)
+
         result = ablation.run_ablation(
-            train_rows, test_rows, cfg, chosen, on_row=report, model_overrides=parse_overrides(model_set or [])
+            train_rows, test_rows, cfg, chosen, on_row=report, model_overrides=parse_overrides(model_set or []),
+            reference=reference,
         )
         rows, claims = result.rows, result.claims
         write_json({"rows": rows}, staging / "ablation.json")

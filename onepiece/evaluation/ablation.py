@@ -202,6 +202,7 @@ def run_ablation(
     variants: tuple[str, ...] = VARIANT_NAMES,
     on_row: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     model_overrides: dict[str, Any] | None = None,
+    reference: Callable[[pa.Table], np.ndarray] | None = None,
 ) -> AblationResult:
     """Train and evaluate every variant with every training seed on one split.
 
@@ -210,6 +211,8 @@ def run_ablation(
     orderings' bootstrap resamples by request (``significance``). ``cfg.workers`` rows
     train at once, one process each, with the same numbers as one by one
     (``training.parallel``); ``on_row(row, history)`` is called here as rows finish.
+    ``reference(test)``, when given, scores the test candidates for a reference row
+    "world_utility" (click only; ``onepiece.world.oracle``).
     """
     from onepiece.evaluation.ranking import flat_candidates, popularity_scores, ranking_metrics
     from onepiece.model import variant_config
@@ -236,8 +239,16 @@ def run_ablation(
     exposed = flat.labels["impression"] > 0
     popularity = popularity_scores(fit, flat)
     popularity_row = ablation_row("popularity", {"ranking": ranking_metrics(flat, popularity)})
-    seed_rows = {s: [popularity_row] + [done[f"{v}@{s}"][0] for v in variants] for s in seeds}
-    rows = [popularity_row] + [mean_row(v, [done[f"{v}@{s}"][0] for s in seeds]) for v in variants]
+    references = [popularity_row]
+    extra_scores: dict[str, np.ndarray] = {}
+    if reference is not None:
+        utility = reference(test)
+        metric = ranking_metrics(flat, {t: utility for t in RANKING_TASKS})["click"]
+        references.append({"variant": "world_utility", **{f"{t}_{m}": None for t in RANKING_TASKS for m in ("auc", "gauc")}}
+                          | {"click_auc": metric["auc"], "click_gauc": metric["gauc"]})
+        extra_scores["world_utility"] = utility[exposed]
+    seed_rows = {s: references + [done[f"{v}@{s}"][0] for v in variants] for s in seeds}
+    rows = references + [mean_row(v, [done[f"{v}@{s}"][0] for s in seeds]) for v in variants]
     click = {f"{v}@{s}": done[f"{v}@{s}"][2] for v in variants for s in seeds}
     click |= {f"popularity@{s}": popularity["click"][exposed] for s in seeds}
     labels, requests = flat.labels["click"][exposed], flat.request_row[exposed]
@@ -249,9 +260,16 @@ def run_ablation(
     test_scores = pa.table(
         {"request": flat.request_row[exposed], "user_id": flat.user_id[exposed],
          "item_id": flat.item_id[exposed], "click": flat.labels["click"][exposed]}
-        | {name: click[name] for name in sorted(click)}
+        | {name: click[name] for name in sorted(click)} | extra_scores
     )
     return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores)
+
+
+#: Rows that are not models: what they score with.
+REFERENCE_NOTES = {
+    "popularity": "item positives on the training days",
+    "world_utility": "the world's hidden base utility (no set effects, no position): how far the rows are from what the data allows",
+}
 
 
 def markdown_table(rows: list[dict[str, Any]], sizes: dict[str, int] | None = None) -> str:
@@ -271,7 +289,7 @@ def markdown_table(rows: list[dict[str, Any]], sizes: dict[str, int] | None = No
             f"| {spec.group if spec else 'reference'} | {r['variant']} | {fmt(r['click_auc'])} | "
             f"{fmt(r['click_gauc'])} | {fmt(r['add_to_cart_auc'])} | {fmt(r['add_to_cart_gauc'])} | "
             f"{fmt(r['order_auc'])} | {fmt(r['order_gauc'])} | "
-            f"{fmt(spec.paper_click_auc) if spec else '-'} | {spec.note if spec else 'item positives on the training days'} |"
+            f"{fmt(spec.paper_click_auc) if spec else '-'} | {spec.note if spec else REFERENCE_NOTES.get(r['variant'], '')} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -132,6 +132,13 @@ class WorldConfig:
         """Calendar date of world day ``index`` (0 = the first day with events)."""
         return self.start_date + dt.timedelta(days=index)
 
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> WorldConfig:
+        """The config ``to_json`` wrote (``world.json``'s "config")."""
+        fields = dict(data)
+        fields["start_date"] = dt.date.fromisoformat(str(fields["start_date"]))
+        return cls(**fields)  # type: ignore[arg-type]
+
     def to_json(self) -> dict[str, object]:
         out = {k: int(v) if isinstance(v, numbers.Integral) else v
                for k, v in dataclasses.asdict(self).items()}

@@ -93,6 +93,11 @@ def daily_prices(world: World) -> np.ndarray:
     return np.maximum(np.round(cat.base_price[None, :] * factor, 2), 0.5)
 
 
+def log_relative_price(world: World, prices: np.ndarray, day: int) -> np.ndarray:
+    """[N] log(price on ``day`` / the item's category median price)."""
+    return np.log(prices[day]) - (np.log(world.catalog.base_price) - world.catalog.log_rel_price)
+
+
 def simulate_day(
     world: World,
     day: int,
@@ -120,8 +125,8 @@ def simulate_day(
     candidates, from_noise = _recall(world, day, query, rng)
 
     # Upstream ranker: a noisy view of the utility WITHOUT the set effects.
-    log_rel_price = np.log(prices[day]) - (np.log(world.catalog.base_price) - world.catalog.log_rel_price)
-    base = _base_utility(world, day, user, query, candidates, log_rel_price, mech)  # [R, C]
+    log_rel_price = log_relative_price(world, prices, day)
+    base = base_utility(world, day, user, query, candidates, log_rel_price, mech)  # [R, C]
     upstream = base + cfg.upstream_noise * rng.normal(size=base.shape)
     k = cfg.impressions_per_request
     top = _top_k(upstream, k)  # [R, k] display order
@@ -222,7 +227,7 @@ def _recall(
     return np.take_along_axis(chosen, by_item, axis=1), np.take_along_axis(chosen_noise, by_item, axis=1)
 
 
-def _base_utility(
+def base_utility(
     world: World,
     day: int,
     user: np.ndarray,
