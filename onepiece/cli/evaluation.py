@@ -62,7 +62,8 @@ def ablation_command(
     numbers, and each of the paper's orderings with the AUC difference, its paired
     bootstrap 95% interval over test requests and a verdict: holds, fails or within
     noise), orderings.json, seeds.json (every seed's rows), test_scores.parquet (every row's
-    click scores of the exposed test candidates) and a bar plot."""
+    click scores of the exposed test candidates), offsets.json (each row's click AUC split into
+    request level and order within requests) and a bar plot."""
     import json
 
     import pyarrow.parquet as pq
@@ -121,6 +122,7 @@ def ablation_command(
         histories = {v: {str(k): h for k, h in by_seed.items()} for v, by_seed in result.histories.items()}
         (staging / "histories.json").write_text(json.dumps(histories, indent=2) + "\n")
         pq.write_table(result.test_scores, staging / "test_scores.parquet")
+        write_json({v: p.to_json() for v, p in result.offsets.items()}, staging / "offsets.json")
         text = [
             "# Ablation on the synthetic world\n",
             f"Settings: {json.dumps(cfg.__dict__)}; train requests {train_rows.num_rows}, "
@@ -129,6 +131,7 @@ def ablation_command(
             ablation.markdown_table(rows),
             ablation.markdown_claims(claims, cfg.seeds),
             ablation.markdown_claims(result.gauc_claims, cfg.seeds, "GAUC", ablation.GAUC_NOTE),
+            ablation.markdown_offsets(result.offsets),
         ]
         (staging / "ablation.md").write_text("\n".join(text) + "\n")
         paper = {r.variant: r.paper_click_auc for r in ablation.ROWS}
@@ -217,7 +220,6 @@ def ml100k_command(
     with staged_dir(out) as staging:
         write_json(results, staging / "metrics.json")
         (staging / "histories.json").write_text(json.dumps(histories, indent=2) + "\n")
-        pq.write_table(result.test_scores, staging / "test_scores.parquet")
         for name, history in histories.items():
             training_curves(history, staging / f"training_curves_{name}.png")
     console.print_json(data=results)

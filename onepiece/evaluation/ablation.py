@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from onepiece.evaluation.metrics_file import RANKING_TASKS
+from onepiece.evaluation.offsets import SCALES, OffsetProfile, offset_profile
 from onepiece.evaluation.significance import Difference, bootstrap_aucs, paired_difference
 
 
@@ -189,6 +190,8 @@ class AblationResult:
     #: The exposed test candidates (request, user, item, click label) and every
     #: "variant@seed" click score: the orderings can be recomputed from this alone.
     test_scores: pa.Table
+    #: Per variant: its click AUC split into request level and order within requests.
+    offsets: dict[str, OffsetProfile]
 
 
 def training_seeds(cfg: AblationConfig) -> tuple[int, ...]:
@@ -262,7 +265,26 @@ def run_ablation(
          "item_id": flat.item_id[exposed], "click": flat.labels["click"][exposed]}
         | {name: click[name] for name in sorted(click)} | extra_scores
     )
-    return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores)
+    offsets = {v: offset_profile(labels, [click[f"{v}@{s}"] for s in seeds], requests) for v in variants}
+    return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores, offsets)
+
+
+def markdown_offsets(offsets: dict[str, OffsetProfile]) -> str:
+    """The request-level section of ablation.md (``onepiece.evaluation.offsets``)."""
+    lines = [
+        "\n## Request level against order within requests (click)\n",
+        "Global AUC also compares candidates of different requests, so it judges each row's per-request "
+        "score level as well as its order within a request (all pre-rank uses). *within* is the AUC with "
+        "each request's mean logit removed; *AUC at s* multiplies the request level by s (1 = the row as it "
+        "is). A model calibrated across requests peaks at s = 1; a peak below 1 means its request "
+        "offsets overshoot. Mean over the training seeds.\n",
+        "| variant | within | " + " | ".join(f"AUC at {s:g}" for s in SCALES) + " | best s |",
+        "| --- | --- | " + " | ".join("---" for _ in SCALES) + " | --- |",
+    ]
+    for v, p in offsets.items():
+        lines.append(f"| {v} | {p.within_auc:.3f} | " + " | ".join(f"{p.auc_by_scale[s]:.3f}" for s in SCALES)
+                     + f" | {p.best_scale:g} |")
+    return "\n".join(lines) + "\n"
 
 
 #: Rows that are not models: what they score with.

@@ -176,6 +176,9 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     redone = auc(np.array(saved["click"]), np.array(saved["onepiece@0"])) - auc(
         np.array(saved["click"]), np.array(saved["popularity@0"]))
     assert redone == pytest.approx(claim["delta"])
+    offsets = json.loads((out / "offsets.json").read_text())
+    assert set(offsets) == {"onepiece", "hstu"} and offsets["onepiece"]["best_scale"] in (0, 0.25, 0.5, 0.75, 1, 1.5)
+    assert "## Request level against order within requests" in table
     gauc_claim = {c["claim"]: c for c in orderings["gauc_claims"]}["onePiece beats popularity"]
     assert "on our click GAUC" in table and f"| onePiece beats popularity | {gauc_claim['delta']:+.4f} |" in table
     per_seed = json.loads((out / "seeds.json").read_text())["rows_by_seed"]
