@@ -276,8 +276,8 @@ def markdown_offsets(offsets: dict[str, OffsetProfile]) -> str:
         "Global AUC also compares candidates of different requests, so it judges each row's per-request "
         "score level as well as its order within a request (all pre-rank uses). *within* is the AUC with "
         "each request's mean logit removed; *AUC at s* multiplies the request level by s (1 = the row as it "
-        "is). A model calibrated across requests peaks at s = 1; a peak below 1 means its request "
-        "offsets overshoot. Mean over the training seeds.\n",
+        "is). A calibrated model peaks at s = 1; a peak below 1 means its request level is too "
+        "strong against its order within requests. Mean over the training seeds.\n",
         "| variant | within | " + " | ".join(f"AUC at {s:g}" for s in SCALES) + " | best s |",
         "| --- | --- | " + " | ".join("---" for _ in SCALES) + " | --- |",
     ]

@@ -8,9 +8,11 @@ when AUC and GAUC disagree:
 - ``within_auc``: AUC with each request's mean logit removed (the order within requests
   only, pooled);
 - ``auc_by_scale``: AUC with the request level multiplied by s (s = 1 is the model as it
-  is). For a model calibrated across requests the curve peaks at s = 1, because ranking by
-  the true probability maximises AUC. A peak below 1 means the offsets overshoot the
-  requests' real differences in click rate.
+  is). For a calibrated model the curve peaks at s = 1, because ranking by the true
+  probability maximises AUC. A peak below 1 means the request level is too strong
+  against the order within requests: either the level overshoots the requests' real
+  differences or the within-request scores are too timid (a model barely separating a
+  request's candidates); either way the row is not calibrated across requests.
 """
 
 from __future__ import annotations
