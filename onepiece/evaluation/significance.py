@@ -60,6 +60,7 @@ def bootstrap_aucs(
     only with each other, so request-level score offsets across users do not count)."""
     labels = np.asarray(labels)
     clusters = np.asarray(clusters)
+    users = None if users is None else np.asarray(users)
     order = np.argsort(clusters, kind="stable")
     keys, starts, counts = np.unique(clusters[order], return_index=True, return_counts=True)
     rng = np.random.default_rng(seed)
@@ -67,7 +68,7 @@ def bootstrap_aucs(
     def measure(rows: np.ndarray | slice, s: np.ndarray) -> float:
         if users is None:
             return metrics.auc(labels[rows], s[rows])
-        return metrics.gauc(labels[rows], s[rows], np.asarray(users)[rows])
+        return metrics.gauc(labels[rows], s[rows], users[rows])
 
     full = {name: measure(slice(None), s) for name, s in scores.items()}
     draws = {name: np.empty(resamples) for name in scores}
