@@ -105,7 +105,7 @@ def retrieval_loss(
                 return None if t is None else t[has].gather(1, first[:, None])[:, 0]
 
             loss = loss + clip_loss(
-                r[has], z[:, 0], config.contrastive_temperature, at_first(item_ids), at_first(log_q)
+                r[has], z[:, 0], config.retrieval_temperature, at_first(item_ids), at_first(log_q)
             )
         out[task] = loss
     out["total"] = torch.stack([out[t] for t in TASKS]).sum()
