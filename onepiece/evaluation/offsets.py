@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from onepiece.evaluation import metrics
+from onepiece.model.calibration import logits_of
 
 SCALES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
-_EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,7 @@ class OffsetProfile:
 
 def split_logits(probabilities: np.ndarray, requests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(per-candidate request mean logit, logit minus that mean)."""
-    p = np.clip(np.asarray(probabilities, np.float64), _EPS, 1 - _EPS)
-    logit = np.log(p) - np.log1p(-p)
+    logit = logits_of(np.asarray(probabilities))
     _, inverse = np.unique(requests, return_inverse=True)
     level = (np.bincount(inverse, logit) / np.bincount(inverse))[inverse]
     return level, logit - level
