@@ -1,7 +1,8 @@
 """Benchmark: generating the synthetic world (the issue's done-when size by default).
 
-Generates `--users 2000 --items 5000 --queries 300 --days 8 --seed 7` into a temporary
-directory, then the same world with half the days, and times the simulation alone (no
+Generates `--users 2000 --items 5000 --queries 300 --days 8 --seed 7` (and the default
+7 warm-up days) into a temporary directory, then the same world with half the days (and
+half the warm-up), and times the simulation alone (no
 Parquet writing or contract validation). Prints figures and, as the LAST stdout line,
 one JSON object: wall_s, events, events_per_s, candidate_rows, peak_rss_mb,
 simulate_share (simulation time / full wall time) and half_days_wall_ratio (wall time of
@@ -21,11 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onepiece.world import WorldConfig, generate_world  # noqa: E402
+from onepiece.world.generate import day_rng, simulated_days  # noqa: E402
 from onepiece.world.entities import build_world  # noqa: E402
 from onepiece.world.traffic import daily_prices, simulate_day  # noqa: E402
 
@@ -36,9 +37,8 @@ def simulate_only(config: WorldConfig) -> float:
     world = build_world(config)
     prices = daily_prices(world)
     biases = None
-    for day in range(config.days + 1):
-        rng = np.random.default_rng([config.seed, 10, day])
-        _, biases = simulate_day(world, day, prices, rng, biases)
+    for day in simulated_days(config):
+        _, biases = simulate_day(world, day, prices, day_rng(config, day), biases)
     return time.perf_counter() - started
 
 
@@ -54,8 +54,8 @@ def main() -> None:
                          n_queries=args.queries, days=args.days)
     with tempfile.TemporaryDirectory() as tmp:
         full = generate_world(config, Path(tmp) / "full")
-        half = generate_world(dataclasses.replace(config, days=max(2, config.days // 2)),
-                              Path(tmp) / "half")
+        half = generate_world(dataclasses.replace(config, days=max(2, config.days // 2),
+                                                  warmup_days=config.warmup_days // 2), Path(tmp) / "half")
     sim_s = simulate_only(config)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures = {

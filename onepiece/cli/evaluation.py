@@ -151,15 +151,16 @@ def ablation_command(
 
 
 def build_day_split(root: str, target: Path, side_features: str) -> tuple:
-    """Run the Beam trainset job for days [first, t] and for day t + 1 (the last event day)."""
+    """Run the Beam trainset job for days [first, t] and for day t + 1 (the last candidates
+    day). Training rows are candidate requests; older events only feed their contexts."""
     from onepiece import storage
     from onepiece.assembly.jobs import run_trainset
     from onepiece.assembly.side import SnapshotSideSource
     from onepiece.errors import UserError
 
-    days = storage.list_days(root, "events")
+    days = storage.list_days(root, "candidates")
     if len(days) < 2:
-        raise UserError(f"{root}/events: the ablation needs at least 2 days of events, found {len(days)}")
+        raise UserError(f"{root}/candidates: the ablation needs at least 2 days of candidates, found {len(days)}")
     if side_features == "snapshots":
         source = SnapshotSideSource(
             storage.read_table(root, "items"), storage.read_table(root, "users"), storage.read_table(root, "queries")

@@ -29,9 +29,10 @@ def world(
     items: Annotated[int, typer.Option(help="Number of items.")] = 5000,
     queries: Annotated[int, typer.Option(help="Number of distinct queries.")] = 300,
     days: Annotated[int, typer.Option(help="History days (>= 2) that feed the daily statistics; one more, the live day the demo scores, follows.")] = 8,
+    warmup_days: Annotated[int, typer.Option(help="Logged days before the first history day, events only (no candidates), so the first day's statistics and histories come from a log like every later day's; 0: a prior instead.")] = 7,
     candidates: Annotated[int, typer.Option(help="Recall candidates per request.")] = 200,
     impressions: Annotated[int, typer.Option(help="Impressions per request (upstream top-k).")] = 20,
-    start_date: Annotated[str, typer.Option(help="First day of the world (YYYY-MM-DD).")] = "2026-11-01",
+    start_date: Annotated[str, typer.Option(help="First history day (the first with candidates; YYYY-MM-DD). The warm-up days precede it.")] = "2026-11-01",
 ) -> None:
     """Generate a synthetic search marketplace: items, users, queries, events, candidates."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -42,14 +43,14 @@ def world(
 
     start = parse_day(start_date, "--start-date")
     config = WorldConfig(seed=seed, n_users=users, n_items=items, n_queries=queries, days=days,
-                         start_date=start, candidates_per_request=candidates,
+                         warmup_days=warmup_days, start_date=start, candidates_per_request=candidates,
                          impressions_per_request=impressions)
     target = Path(data_root(out))
     check_writable(target)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("world", total=days + 2)
+        task = bar.add_task("world", total=warmup_days + days + 2)
 
         def report(step: str, done: int, total: int) -> None:
             bar.update(task, description=step, completed=done, total=total)
@@ -84,9 +85,13 @@ def _print_summary(summary: WorldSummary) -> None:
     table = Table(title=f"world written to {summary.out}", show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")
+    if summary.warmup_days:
+        table.add_row("warm-up days (events only)",
+                      f"{len(summary.warmup_days)} ({summary.warmup_days[0]} .. {summary.warmup_days[-1]})")
     table.add_row("history days", f"{len(summary.history_days)} ({summary.history_days[0]} .. {summary.history_days[-1]})")
     table.add_row("live day (scored by the demo)", summary.live_day)
-    table.add_row("requests (history / live)", f"{summary.requests:,} / {summary.live_requests:,}")
+    table.add_row("requests (warm-up / history / live)",
+                  f"{summary.warmup_requests:,} / {summary.requests:,} / {summary.live_requests:,}")
     table.add_row("candidate rows", f"{summary.candidates:,}")
     for name, count in summary.events.items():
         table.add_row(f"events: {name}", f"{count:,}")

@@ -77,9 +77,9 @@ def datasets(config: PublishConfig, run_key: str) -> dict[str, Any]:
     from onepiece.assembly.config import AssemblyConfig
     from onepiece.assembly.jobs import BeamSettings, run_trainset
 
-    days = storage.list_days(config.data, "events")
+    days = storage.list_days(config.data, "candidates")  # training rows are candidate requests
     if len(days) < 2:
-        raise UserError(f"model_publish needs at least two logged days under {config.data}/events, found {len(days)}")
+        raise UserError(f"model_publish needs at least two days under {config.data}/candidates, found {len(days)}")
     eval_day = days[-1]
     train_days = days[:-1][-config.train_days :] if config.train_days else days[:-1]
     work = work_dir(config, run_key)

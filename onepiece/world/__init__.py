@@ -1,9 +1,11 @@
 """A synthetic search marketplace that writes the contract's input tables.
 
-``generate_world(WorldConfig(...), out)`` simulates D history days plus one live day and
-publishes, atomically, under ``out``: ``items/``, ``users/``, ``queries/`` (snapshot
-histories built from days 1..D), ``events/dt=.../`` and ``candidates/dt=.../`` for days
-1..D+1 (an hourly refresh at T on the live day reads that day's events before T),
+``generate_world(WorldConfig(...), out)`` simulates W warm-up days (default 7), D history
+days and one live day, and publishes, atomically, under ``out``: ``items/``, ``users/``,
+``queries/`` (snapshot histories built from the log), ``events/dt=.../`` for every day
+(warm-up, history and live: an hourly refresh at T on the live day reads that day's
+events before T), ``candidates/dt=.../`` for days 1..D+1 (the warm-up days are a log
+from before the candidates' retention, so no training row or score comes from them),
 ``world.json`` (config, counts, hidden weights) and ``_truth/`` (the hidden state).
 Everything is drawn from numpy generators seeded by (seed, stream, day), so a seed gives
 byte-identical files; all work is vectorised per day (no Python loop per event).
@@ -50,14 +52,20 @@ noise; its top k (default 20) are impressions with positions 1..k.
 P(click) = sigmoid(utility + b_click); P(add_to_cart | click) = sigmoid(0.8 m_q quality
 - 0.6 ps log(relative price) + 0.5 taste + b_atc); P(order | add_to_cart) =
 sigmoid(0.6 m_q quality - 0.8 ps log(relative price) + b_order). The three intercepts are
-calibrated once on day 1 to ``target_ctr`` (5%), ``target_atc_per_click`` (30%) and
+calibrated once on the first simulated day to ``target_ctr`` (5%), ``target_atc_per_click`` (30%) and
 ``target_order_per_atc`` (40%). Follow-up events come seconds to minutes after the
 impression, clamped inside the same day.
 
-Feature tables. Item and query snapshots are stamped at 00:00 UTC of each day 2..D+1 and
-use only the events of earlier days (``stats``: ctr_7d, cvr_7d, sales_30d,
-popularity_7d); the first snapshot, stamped the day before day 1, comes from a pre-history
-prior. Users have one profile row stamped the day before day 1; a few move region once.
+Warm-up. The warm-up days replay day 1's prices and query popularity (the hidden state
+starts moving on day 1). They exist so that day 1 is not special: its 7-day statistics,
+preference anchors and users' histories come from a log, like every later day's. Only
+sales_30d still fills up over the first 30 logged days, as a real 30-day counter would.
+
+Feature tables. Item and query snapshots are stamped at 00:00 UTC of each logged day
+after the first, through the live day, and use only the events of earlier days
+(``stats``: ctr_7d, cvr_7d, sales_30d, popularity_7d); the first snapshot, stamped the
+day before the log starts, comes from a pre-history prior. Users have one profile row
+stamped the day before the log starts; a few move region once.
 A small share of items (``unknown_item_share``) and users (``unknown_user_share``) never
 get feature rows but appear in candidates and events, so unknown-id handling is exercised.
 """

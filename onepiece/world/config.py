@@ -15,6 +15,7 @@ _PUBLIC_NAMES = {
     "n_items": "--items",
     "n_queries": "--queries",
     "days": "--days",
+    "warmup_days": "--warmup-days",
     "seed": "--seed",
     "candidates_per_request": "--candidates",
     "impressions_per_request": "--impressions",
@@ -30,6 +31,9 @@ class WorldConfig:
     n_items: int = 5000
     n_queries: int = 300
     days: int = 8  # history days; the live day D+1 follows (events and candidates)
+    # Logged days before day 1 with events only (no candidates): the 7-day statistics,
+    # preference anchors and most of each user's history are warm from day 1.
+    warmup_days: int = 7
     start_date: dt.date = dt.date(2026, 11, 1)
 
     # catalogue
@@ -72,6 +76,8 @@ class WorldConfig:
                 self._fail(name, f"must be a positive integer, got {value!r}")
         if not isinstance(self.days, numbers.Integral) or self.days < 2:
             self._fail("days", f"must be at least 2 (a training day and a later one), got {self.days!r}")
+        if not isinstance(self.warmup_days, numbers.Integral) or self.warmup_days < 0:
+            self._fail("warmup_days", f"must be a non-negative integer, got {self.warmup_days!r}")
         if not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             self._fail("seed", f"must be a non-negative integer, got {self.seed!r}")
         if self.n_shops < 0:
@@ -112,6 +118,7 @@ class WorldConfig:
             n_items=300,
             n_queries=20,
             days=3,
+            warmup_days=2,
             n_categories=10,
             n_shops=15,
             n_segments=4,
@@ -129,7 +136,8 @@ class WorldConfig:
         return self.n_shops or max(1, self.n_items // 20)
 
     def day(self, index: int) -> dt.date:
-        """Calendar date of world day ``index`` (0 = the first day with events)."""
+        """Calendar date of world day ``index`` (0 = day 1, the first day with candidates;
+        negative: the warm-up days before it)."""
         return self.start_date + dt.timedelta(days=index)
 
     @classmethod

@@ -30,9 +30,11 @@ class WorldSummary:
     history_days: list[str]
     live_day: str
     requests: int  # requests of the history days 1..D
-    live_requests: int  # requests of the live day D+1 (the day the demo scores)
-    candidates: int  # candidate rows over all days
-    events: dict[str, int] = field(default_factory=dict)  # every day's, the live day's too
+    warmup_days: list[str] = field(default_factory=list)  # logged days before day 1 (events only)
+    warmup_requests: int = 0
+    live_requests: int = 0  # requests of the live day D+1 (the day the demo scores)
+    candidates: int = 0  # candidate rows over all days
+    events: dict[str, int] = field(default_factory=dict)  # every logged day's: warm-up, history, live
     item_rows: int = 0
     user_rows: int = 0
     query_rows: int = 0
@@ -47,6 +49,17 @@ class WorldSummary:
         return sum(self.events.values())
 
 
+def simulated_days(config: WorldConfig) -> range:
+    """Every simulated day, in order: the warm-up days (negative), days 1..D, the live day."""
+    return range(-config.warmup_days, config.days + 1)
+
+
+def day_rng(config: WorldConfig, day: int) -> np.random.Generator:
+    """The random stream of world day ``day``; warm-up days draw from a stream of their
+    own, keyed by the distance before day 1."""
+    return np.random.default_rng([config.seed, 11, -day] if day < 0 else [config.seed, 10, day])
+
+
 def generate_world(
     config: WorldConfig, out: str | Path, progress: Progress | None = None
 ) -> WorldSummary:
@@ -56,7 +69,7 @@ def generate_world(
     """
     started = time.perf_counter()
     report = progress or (lambda step, done, total: None)
-    steps = config.days + 2
+    steps = config.warmup_days + config.days + 2
     world = build_world(config)
     prices = daily_prices(world)
     mech = Mechanics()
@@ -65,33 +78,37 @@ def generate_world(
     events = dict.fromkeys(EVENT_TYPES, 0)
     item_seen = np.zeros(config.n_items, dtype=bool)
     user_seen = np.zeros(config.n_users, dtype=bool)
-    requests = live_requests = candidate_rows = 0
+    requests = live_requests = warmup_requests = candidate_rows = 0
     with staged_dir(out) as root:
-        for day in range(config.days + 1):
-            live = day == config.days
-            label = f"day {day + 1}/{config.days + 1} {config.day(day)}" + (" (live)" if live else "")
-            report(label, day, steps)
-            rng = np.random.default_rng([config.seed, 10, day])
-            traffic, biases = simulate_day(world, day, prices, rng, biases, mech)
+        for day in simulated_days(config):
+            live, warmup = day == config.days, day < 0
+            label = (f"warm-up day {config.warmup_days + day + 1}/{config.warmup_days} {config.day(day)}"
+                     if warmup else f"day {day + 1}/{config.days + 1} {config.day(day)}" + (" (live)" if live else ""))
+            report(label, config.warmup_days + day, steps)
+            traffic, biases = simulate_day(world, day, prices, day_rng(config, day), biases, mech)
             part = day_partition(config.day(day))
-            writer.write_table(writer.candidates_table(world, day, traffic), "candidates", root,
-                               f"candidates/{part}/part-0.parquet", day, world)
             # The live day's log is written too: an hourly refresh at T reads its events
             # before T, as a live log would hold them (every job reads strictly before T).
             writer.write_table(writer.events_table(world, day, traffic), "events", root,
                                f"events/{part}/part-0.parquet", day, world)
-            candidate_rows += traffic.candidates.size
-            item_seen[traffic.candidates.ravel()] = True
-            user_seen[traffic.user] = True
             events["impression"] += traffic.funnel.shown.size
             events["click"] += int(traffic.funnel.click.sum())
             events["add_to_cart"] += int(traffic.funnel.add_to_cart.sum())
             events["order"] += int(traffic.funnel.order.sum())
-            if live:  # the published daily statistics end where the live day starts
-                live_requests = traffic.user.size
+            if not live:  # the published daily statistics end where the live day starts
+                counts.append(count_day(world, traffic))
+            if warmup:  # a log from before the candidates table's retention: events only
+                warmup_requests += traffic.user.size
                 continue
-            requests += traffic.user.size
-            counts.append(count_day(world, traffic))
+            writer.write_table(writer.candidates_table(world, day, traffic), "candidates", root,
+                               f"candidates/{part}/part-0.parquet", day, world)
+            candidate_rows += traffic.candidates.size
+            item_seen[traffic.candidates.ravel()] = True
+            user_seen[traffic.user] = True
+            if live:
+                live_requests = traffic.user.size
+            else:
+                requests += traffic.user.size
 
         report("statistics and snapshots", steps - 1, steps)
         snaps = snapshots(world, counts)
@@ -108,6 +125,8 @@ def generate_world(
             history_days=[config.day(d).isoformat() for d in range(config.days)],
             live_day=config.day(config.days).isoformat(),
             requests=requests,
+            warmup_days=[config.day(d).isoformat() for d in range(-config.warmup_days, 0)],
+            warmup_requests=warmup_requests,
             live_requests=live_requests,
             candidates=candidate_rows,
             events=events,

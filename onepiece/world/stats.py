@@ -6,8 +6,10 @@ event lies inside its own day), so a feature row never sees its own day's traffi
 - ``cvr_7d`` = orders / clicks over days [d-7, d)        (0 when never clicked)
 - ``sales_30d`` = orders over days [d-30, d)
 - query ``popularity_7d`` = requests of the query over days [d-7, d)
-Before day 1 there is no log; the first snapshot (stamped the day before) comes from a
-pre-history prior driven by the same hidden quality and popularity.
+The log starts ``warmup_days`` before day 1 (days with events but no candidates), so the
+snapshots that day 1 onwards read come from simulated traffic like every later one. The
+very first snapshot, stamped the day before the log, is a prior driven by the same hidden
+quality and popularity; with ``warmup_days=0`` it is what day 1 reads.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def count_day(world: World, traffic: DayTraffic) -> DayCounts:
 
 @dataclass(frozen=True)
 class Snapshots:
-    """Rows [S, N] / [S, Q]: snapshot s is stamped at 00:00 of day s (s=0: the prior)."""
+    """Rows [S, N] / [S, Q]: snapshot s >= 1 covers the logged days before the s-th
+    (warm-up days first); s = 0 is the prior."""
 
     ctr_7d: np.ndarray  # float32
     cvr_7d: np.ndarray  # float32
@@ -66,7 +69,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def snapshots(world: World, days: list[DayCounts]) -> Snapshots:
-    """Snapshot 0 is the prior; snapshot s >= 1 uses the logged days [s-7, s)."""
+    """Snapshot 0 is the prior; snapshot s >= 1 uses the logged days [s-7, s) (0-based)."""
     imps = _window_sums(np.stack([d.impressions for d in days]), 7)
     clicks = _window_sums(np.stack([d.clicks for d in days]), 7)
     orders_7 = _window_sums(np.stack([d.orders for d in days]), 7)

@@ -106,9 +106,14 @@ def simulate_day(
     biases: Biases | None,
     mech: Mechanics = Mechanics(),
 ) -> tuple[DayTraffic, Biases | None]:
-    """Simulate day ``day`` (0-based). Returns the traffic and the (calibrated) biases."""
+    """Simulate day ``day`` (0-based). Returns the traffic and the (calibrated) biases.
+
+    A negative ``day`` is a warm-up day before day 1: it replays day 1's prices and
+    query-level popularity (the hidden state starts moving on day 1).
+    """
     cfg, users, queries = world.config, world.users, world.queries
     day_start = int(np.datetime64(cfg.day(day), "us").astype(np.int64))
+    state = max(day, 0)
 
     # Requests: per-user Poisson counts, a query that fits the user's taste, a time.
     counts = rng.poisson(users.activity)
@@ -122,11 +127,11 @@ def simulate_day(
     order = np.lexsort((user, ts))
     user, query, ts = user[order], query[order], ts[order]
 
-    candidates, from_noise = _recall(world, day, query, rng)
+    candidates, from_noise = _recall(world, state, query, rng)
 
     # Upstream ranker: a noisy view of the utility WITHOUT the set effects.
-    log_rel_price = log_relative_price(world, prices, day)
-    base = base_utility(world, day, user, query, candidates, log_rel_price, mech)  # [R, C]
+    log_rel_price = log_relative_price(world, prices, state)
+    base = base_utility(world, state, user, query, candidates, log_rel_price, mech)  # [R, C]
     upstream = base + cfg.upstream_noise * rng.normal(size=base.shape)
     k = cfg.impressions_per_request
     top = _top_k(upstream, k)  # [R, k] display order
@@ -135,7 +140,7 @@ def simulate_day(
 
     # What the user sees together changes what they click.
     position = np.arange(1, k + 1)[None, :]
-    u_click = (shown_base + set_effects(np.log(prices[day][shown]), world.catalog.cluster[shown], mech)
+    u_click = (shown_base + set_effects(np.log(prices[state][shown]), world.catalog.cluster[shown], mech)
                - mech.position * np.log(position))
 
     ps = (users.price_sensitivity[user] * queries.ps_mult[query])[:, None]

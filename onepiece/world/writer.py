@@ -33,10 +33,17 @@ def _day_start_us(world: World, day: int) -> int:
     return int(np.datetime64(world.config.day(day), "us").astype(np.int64))
 
 
+def _snapshot_day(world: World, snapshot: np.ndarray) -> np.ndarray:
+    """World day of each snapshot: snapshot s >= 1 follows the s-th logged day (the first
+    logged day is the first warm-up day); s = 0 is the prior, the day before the log."""
+    return np.asarray(snapshot) - world.config.warmup_days
+
+
 def _snapshot_stamps(world: World, count: int) -> np.ndarray:
-    """[S] microseconds: snapshot s at 00:00 of day s; s = 0 (the prior) the day before day 1."""
-    return np.array([_day_start_us(world, s) if s else _day_start_us(world, 0) - US_PER_DAY
-                     for s in range(count)], dtype=np.int64)
+    """[S] microseconds: snapshot s at 00:00 of its day; the prior the day before the log."""
+    days = _snapshot_day(world, np.arange(count))
+    return np.array([_day_start_us(world, int(d)) if s else _day_start_us(world, int(d)) - US_PER_DAY
+                     for s, d in enumerate(days)], dtype=np.int64)
 
 
 def request_ids(world: World, day: int, count: int) -> pa.Array:
@@ -87,8 +94,8 @@ def events_table(world: World, day: int, traffic: DayTraffic) -> pa.Table:
 
 
 def items_table(world: World, snaps: Snapshots, prices: np.ndarray) -> pa.Table:
-    """One row per known item per snapshot; snapshot s is stamped at 00:00 of day s
-    (s = 0: the pre-history prior, stamped the day before the first day)."""
+    """One row per known item per snapshot, stamped at 00:00 of the day it serves
+    (the pre-history prior: the day before the first logged day)."""
     cat = world.catalog
     known = np.flatnonzero(cat.known)
     n_snap = snaps.ctr_7d.shape[0]
@@ -99,8 +106,8 @@ def items_table(world: World, snaps: Snapshots, prices: np.ndarray) -> pa.Table:
         "item_id": cat.item_id[item],
         "shop_id": cat.shop_id[item],
         "category_id": cat.category[item] + 1,
-        # The price in force on day s (for the prior: day 1's price).
-        "price": prices[np.minimum(snap, prices.shape[0] - 1), item],
+        # The price in force on the snapshot's day (warm-up days and the prior: day 1's).
+        "price": prices[np.clip(_snapshot_day(world, snap), 0, prices.shape[0] - 1), item],
         "ctr_7d": snaps.ctr_7d[snap, item],
         "cvr_7d": snaps.cvr_7d[snap, item],
         "sales_30d": snaps.sales_30d[snap, item],
@@ -123,7 +130,7 @@ def queries_table(world: World, snaps: Snapshots) -> pa.Table:
 
 
 def users_table(world: World) -> pa.Table:
-    """A profile row per known user before day 1; a few users move region mid-world."""
+    """A profile row per known user before the log starts; a few users move region mid-world."""
     cfg, u = world.config, world.users
     rng = np.random.default_rng([cfg.seed, 4])
     known = np.flatnonzero(u.known)
@@ -131,7 +138,7 @@ def users_table(world: World) -> pa.Table:
     move_day = rng.integers(1, cfg.days, size=movers.size)
     move_us = (np.array([_day_start_us(world, int(d)) for d in move_day], dtype=np.int64)
                + rng.integers(0, 86_400 * US_PER_S, size=movers.size))
-    start = _day_start_us(world, 0) - US_PER_DAY
+    start = _day_start_us(world, -cfg.warmup_days) - US_PER_DAY
     rows = np.concatenate([known, movers])
     region = np.concatenate([u.region_id[known], u.region_id[movers] % cfg.n_regions + 1])
     ts = np.concatenate([np.full(known.size, start), move_us])

@@ -19,7 +19,7 @@ from onepiece import storage  # noqa: E402
 from onepiece.assembly.contexts import sort_rows  # noqa: E402
 from onepiece.assembly.side import SnapshotSideSource  # noqa: E402
 
-LIVE_DAY = dt.date(2026, 11, 4)  # WorldConfig.tiny: days 2026-11-01..03 logged, 04 live
+LIVE_DAY = dt.date(2026, 11, 4)  # WorldConfig.tiny: warm-up 10-30..31, days 11-01..03, 04 live
 
 
 def midnight(day: dt.date) -> dt.datetime:

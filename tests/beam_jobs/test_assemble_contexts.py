@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,12 +101,16 @@ def test_nothing_at_or_after_T_reaches_a_mid_day_run(world_copy, tmp_path):
     assert all(t < start for t in pc.list_flatten(read_output(dirty)["ih_ts"]).to_pylist())
 
 
-def test_a_run_at_the_start_of_the_log_has_empty_history_and_anchors(tiny_world, tmp_path):
-    first = storage.list_days(str(tiny_world), "events")[0]
+def test_a_run_at_the_start_of_the_log_has_empty_history_and_anchors(world_copy, tmp_path):
+    first = storage.list_days(str(world_copy), "candidates")[0]
+    for day in storage.list_days(str(world_copy), "events"):  # drop the warm-up log
+        if day < first:
+            shutil.rmtree(world_copy / "events" / storage.day_partition(day))
+    assert storage.list_days(str(world_copy), "events")[0] == first
     start = midnight(first)
     out = tmp_path / "first"
-    manifest = run_contexts(str(tiny_world), start, start + dt.timedelta(hours=6), out,
-                            side_source=snapshot_source(tiny_world))
+    manifest = run_contexts(str(world_copy), start, start + dt.timedelta(hours=6), out,
+                            side_source=snapshot_source(world_copy))
     table = read_output(out)
     assert manifest["rows"]["events_read"] == 0
     assert table.num_rows == manifest["rows"]["requests"] > 0

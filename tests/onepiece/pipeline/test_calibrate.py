@@ -44,7 +44,7 @@ def published(tiny_world, tmp_path_factory):
     publish = PublishConfig.from_params(
         {"data": str(data), "model_repo": str(tmp_path / "model_repo"), "calibration_hours": 6,
          "calibration_requests_per_hour": 0, "beam_workers": 1}, {})
-    days = storage.list_days(str(data), "events")
+    days = storage.list_days(str(data), "candidates")
     sets = {"eval_day": days[-1].isoformat(), "train_days": [days[0].isoformat(), days[-2].isoformat()]}
     result = publish_model.calibrate(publish, "test-run", str(checkpoint), sets)
     return publish, checkpoint, sets, result

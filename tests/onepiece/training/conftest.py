@@ -41,8 +41,8 @@ def training_rows(root: Path, days: list) -> pa.Table:
 
 @pytest.fixture(scope="session")
 def tiny_split(tiny_world: Path) -> tuple[pa.Table, pa.Table]:
-    """(train rows of all but the last event day, eval rows of the last event day)."""
-    days = storage.list_days(str(tiny_world), "events")
+    """(train rows of all but the last candidates day, eval rows of the last one)."""
+    days = storage.list_days(str(tiny_world), "candidates")
     return training_rows(tiny_world, days[:-1]), training_rows(tiny_world, days[-1:])
 
 

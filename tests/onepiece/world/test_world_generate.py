@@ -46,8 +46,11 @@ def test_every_table_passes_the_validator_and_partitions_cover_the_days(small_ge
     for name in INPUT_TABLES:
         assert read_table(root, name).num_rows > 0, name
     days = [config.start_date + dt.timedelta(days=d) for d in range(config.days + 1)]  # + the live day
-    assert list_days(root, "events") == days
+    warmup = [config.start_date - dt.timedelta(days=d) for d in range(config.warmup_days, 0, -1)]
+    assert config.warmup_days == 7
+    assert list_days(root, "events") == warmup + days  # the log starts before the candidates
     assert list_days(root, "candidates") == days
+    assert small_generated.summary.warmup_days == [d.isoformat() for d in warmup]
 
 
 def test_summary_and_world_json_match_the_tables(small_generated):
@@ -57,7 +60,8 @@ def test_summary_and_world_json_match_the_tables(small_generated):
     assert counts == summary.events
     assert con.execute("select count(*) from candidates").fetchone()[0] == summary.candidates
     requests = con.execute("select count(distinct request_id) from events").fetchone()[0]
-    assert requests == summary.requests + summary.live_requests
+    assert requests == summary.warmup_requests + summary.requests + summary.live_requests
+    assert summary.warmup_requests > 0
     document = json.loads((small_generated.root / "world.json").read_text())
     assert document["summary"]["events"] == summary.events
     assert document["config"] == small_generated.config.to_json()
@@ -89,11 +93,14 @@ def test_funnel_is_sane(small_generated):
         from events where event_type = 'impression' group by request_id""").fetchall()
     assert all(ok for (ok,) in per_request)
 
-    # Impressions are candidates of their own request, shown at or after the request time.
+    # Impressions of days with candidates are candidates of their own request, shown at or
+    # after the request time (the warm-up days' log has no candidates).
+    day1 = dt.datetime.combine(small_generated.config.start_date, dt.time(), tzinfo=dt.UTC)
     not_candidates = con.execute("""
         select count(*) from events e left join candidates c using (request_id, item_id)
-        where e.event_type = 'impression' and (c.item_id is null or e.event_timestamp < c.request_timestamp
-          or e.user_id != c.user_id or e.query_id != c.query_id)""").fetchone()[0]
+        where e.event_type = 'impression' and e.event_timestamp >= ? and (c.item_id is null
+          or e.event_timestamp < c.request_timestamp
+          or e.user_id != c.user_id or e.query_id != c.query_id)""", [day1]).fetchone()[0]
     assert not_candidates == 0
 
 
@@ -130,8 +137,10 @@ def test_snapshots_are_daily_and_stamped_at_midnight(small_generated):
     stamps = [row[0] for row in con.execute(
         "select distinct event_timestamp from items order by 1").fetchall()]
     midnight = lambda d: dt.datetime.combine(d, dt.time(), tzinfo=dt.UTC)  # noqa: E731
-    expected = [midnight(config.start_date - dt.timedelta(days=1))] + [
-        midnight(config.start_date + dt.timedelta(days=d)) for d in range(1, config.days + 1)]
+    log_start = config.start_date - dt.timedelta(days=config.warmup_days)
+    # The prior the day before the log starts, then one per logged day after the first.
+    expected = [midnight(log_start - dt.timedelta(days=1))] + [
+        midnight(log_start + dt.timedelta(days=d)) for d in range(1, config.warmup_days + config.days + 1)]
     assert [s.astimezone(dt.UTC) for s in stamps] == expected
     per_stamp = con.execute("select count(*), count(distinct item_id) from items group by event_timestamp").fetchall()
     known = sum(small_generated.truth("items")["known"].to_pylist())
@@ -139,9 +148,9 @@ def test_snapshots_are_daily_and_stamped_at_midnight(small_generated):
     assert all(rows == distinct == known for rows, distinct in per_stamp)
     q_stamps = con.execute("select count(distinct event_timestamp) from queries").fetchone()[0]
     assert q_stamps == len(expected)
-    # Users: one profile row each before day 1; the few later rows are profile changes.
+    # Users: one profile row each before the log; the few later rows are profile changes.
     first = con.execute("select count(*), count(distinct user_id) from users where event_timestamp < ?",
-                    [midnight(config.start_date)]).fetchone()
+                    [midnight(log_start)]).fetchone()
     known_users = sum(small_generated.truth("users")["known"].to_pylist())
     assert first[0] == first[1] == known_users < config.n_users
     later = con.execute("select count(*) from users where event_timestamp >= ?",
