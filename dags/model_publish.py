@@ -2,7 +2,7 @@
 
     datasets -> train -> evaluate -> gate -> calibrate -> export -> smoke -> pin
 
-The last logged day is held out: the new model and the serving (pinned) model are
+The last day with candidates is held out: the new model and the serving (pinned) model are
 evaluated on the same rows, and the new one is published only if its click AUC reaches
 the serving one's plus ``min_gain``. ``calibrate`` fits a Platt map per task head on
 refresh-style contexts of hours of the held-out day, labelled by what followed, and
@@ -49,7 +49,7 @@ def _config(context):
         "variant": Param("onepiece", type="string", description="Model variant to train."),
         "epochs": Param(4, type="integer", minimum=1),
         "batch_size": Param(64, type="integer", minimum=1),
-        "train_days": Param(0, type="integer", minimum=0, description="Logged days before the held-out one to train on; 0: all."),
+        "train_days": Param(0, type="integer", minimum=0, description="Days with candidates before the held-out one to train on; 0: all."),
         "seed": Param(0, type="integer"),
         "min_gain": Param(0.0, type="number", description="Click-AUC margin over the serving model."),
         "max_eval_requests": Param(2000, type="integer", minimum=0, description="Held-out requests for early stopping and the gate; 0: all."),

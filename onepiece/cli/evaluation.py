@@ -57,7 +57,7 @@ def ablation_command(
     ] = None,
 ) -> None:
     """Train and evaluate every ablation row on one day split (train on days up to t,
-    test on day t + 1 = the last day with events); write ablation.json (click/add-to-cart/
+    test on day t + 1 = the last day with candidates); write ablation.json (click/add-to-cart/
     order AUC and GAUC per row, the mean over --seeds), ablation.md (beside the paper's
     numbers, and each of the paper's orderings with the AUC difference, its paired
     bootstrap 95% interval over test requests and a verdict: holds, fails or within

@@ -207,7 +207,7 @@ class RegistryConfig:
 class PublishConfig:
     """Model publishing: train a variant (or take ``checkpoint``), gate it, export it.
 
-    Days are counted from the world's logged days: the last logged day is held out for
+    Days are counted from the days with candidates: the last one is held out for
     evaluation, the ``train_days`` before it train. ``min_gain`` is the click-AUC margin
     the new model must reach over the serving one (negative: tolerate a small loss).
     """
@@ -216,7 +216,7 @@ class PublishConfig:
     serving: ServingConfig
     checkpoint: str | None = None
     variant: str = "onepiece"
-    train_days: int = 0  # 0: every logged day before the held-out one
+    train_days: int = 0  # 0: every candidates day before the held-out one
     epochs: int = 4
     batch_size: int = 64
     seed: int = 0

@@ -2,8 +2,9 @@
 
     datasets -> train -> evaluate -> gate -> calibrate -> export -> smoke -> pin
 
-- ``datasets``: the Beam training-set job over the logged days; the last logged day is
-  held out for evaluation (and early stopping), the days before it train;
+- ``datasets``: the Beam training-set job over the days with candidates (older events
+  only feed contexts); the last such day is held out for evaluation (and early
+  stopping), the days before it train;
 - ``train``: trains the named variant (onepiece.training), or takes the checkpoint given;
 - ``evaluate``: ranking metrics of the new model and of the serving (pinned) model on the
   same held-out rows (onepiece.evaluation);
