@@ -2,7 +2,8 @@
 # The README's main job on embedded defaults. Usage: scripts/demo.sh [DATA_DIR]
 #
 # 1. generates the default synthetic world (seed 7: 2000 users, 5000 items, 300 queries,
-#    8 history days plus the live day the demo scores), unless DATA_DIR already holds it;
+#    7 warm-up days of events, 8 history days and the live day the demo scores), unless
+#    DATA_DIR already holds it;
 # 2. runs the feature_registry DAG: plan, validate, apply and materialise features/;
 # 3. runs the model_publish DAG: builds training sets with Beam, trains a small onePiece
 #    model, evaluates and gates it, exports it into DATA_DIR/model_repo, smoke-scores it
