@@ -63,7 +63,8 @@ def ablation_command(
     bootstrap 95% interval over test requests and a verdict: holds, fails or within
     noise), orderings.json, seeds.json (every seed's rows), test_scores.parquet (every row's
     click scores of the exposed test candidates), offsets.json (each row's click AUC split into
-    request level and order within requests) and a bar plot."""
+    request level and order within requests), with a generated world captured.json (what each
+    row's click logit reproduces of each term of the world's utility) and a bar plot."""
     import json
 
     import pyarrow.parquet as pq
@@ -71,6 +72,7 @@ def ablation_command(
     from onepiece import storage
     from onepiece.errors import UserError
     from onepiece.evaluation import ablation
+    from onepiece.evaluation.captured import markdown_captured
     from onepiece.evaluation.metrics_file import write_json
     from onepiece.evaluation.plots import bars
     from onepiece.storage import staged_dir
@@ -104,10 +106,10 @@ def ablation_command(
 
         reference = None
         if world is not None:
-            from onepiece.world.oracle import utility_scores
+            from onepiece.world.oracle import utility_parts
 
             def reference(test):  # noqa: ANN001, ANN202
-                return utility_scores(world, test)
+                return utility_parts(world, test)
 
         result = ablation.run_ablation(
             train_rows, test_rows, cfg, chosen, on_row=report, model_overrides=parse_overrides(model_set or []),
@@ -123,6 +125,9 @@ def ablation_command(
         (staging / "histories.json").write_text(json.dumps(histories, indent=2) + "\n")
         pq.write_table(result.test_scores, staging / "test_scores.parquet")
         write_json({v: p.to_json() for v, p in result.offsets.items()}, staging / "offsets.json")
+        if result.captured:
+            write_json({"utility_spread": result.utility_spread,
+                        "rows": {v: c.to_json() for v, c in result.captured.items()}}, staging / "captured.json")
         text = [
             "# Ablation on the synthetic world\n",
             f"Settings: {json.dumps(cfg.__dict__)}; train requests {train_rows.num_rows}, "
@@ -133,6 +138,8 @@ def ablation_command(
             ablation.markdown_claims(result.gauc_claims, cfg.seeds, "GAUC", ablation.GAUC_NOTE),
             ablation.markdown_offsets(result.offsets),
         ]
+        if result.captured:
+            text.append(markdown_captured(result.captured, result.utility_spread))
         (staging / "ablation.md").write_text("\n".join(text) + "\n")
         paper = {r.variant: r.paper_click_auc for r in ablation.ROWS}
         names = [r["variant"] for r in rows]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from onepiece.evaluation.metrics_file import RANKING_TASKS
+from onepiece.evaluation.captured import CapturedParts, captured_parts
 from onepiece.evaluation.offsets import SCALES, OffsetProfile, offset_profile
 from onepiece.evaluation.significance import Difference, bootstrap_aucs, paired_difference
 
@@ -192,6 +193,10 @@ class AblationResult:
     test_scores: pa.Table
     #: Per variant: its click AUC split into request level and order within requests.
     offsets: dict[str, OffsetProfile]
+    #: With a world reference: per variant, what its click logit reproduces of each term
+    #: of the world's utility (``captured``), and each term's spread over the candidates.
+    captured: dict[str, CapturedParts] = field(default_factory=dict)
+    utility_spread: dict[str, float] = field(default_factory=dict)
 
 
 def training_seeds(cfg: AblationConfig) -> tuple[int, ...]:
@@ -205,7 +210,7 @@ def run_ablation(
     variants: tuple[str, ...] = VARIANT_NAMES,
     on_row: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     model_overrides: dict[str, Any] | None = None,
-    reference: Callable[[pa.Table], np.ndarray] | None = None,
+    reference: Callable[[pa.Table], dict[str, np.ndarray]] | None = None,
 ) -> AblationResult:
     """Train and evaluate every variant with every training seed on one split.
 
@@ -214,8 +219,9 @@ def run_ablation(
     orderings' bootstrap resamples by request (``significance``). ``cfg.workers`` rows
     train at once, one process each, with the same numbers as one by one
     (``training.parallel``); ``on_row(row, history)`` is called here as rows finish.
-    ``reference(test)``, when given, scores the test candidates for a reference row
-    "world_utility" (click only; ``onepiece.world.oracle``).
+    ``reference(test)``, when given, returns the terms of the world's utility for the test
+    candidates (``onepiece.world.oracle.utility_parts``): their sum is a reference row
+    "world_utility" (click only), and every variant is regressed on them (``captured``).
     """
     from onepiece.evaluation.ranking import flat_candidates, popularity_scores, ranking_metrics
     from onepiece.model import variant_config
@@ -244,8 +250,11 @@ def run_ablation(
     popularity_row = ablation_row("popularity", {"ranking": ranking_metrics(flat, popularity)})
     references = [popularity_row]
     extra_scores: dict[str, np.ndarray] = {}
+    parts: dict[str, np.ndarray] = {}  # the utility's terms over the exposed candidates
     if reference is not None:
-        utility = reference(test)
+        all_parts = reference(test)
+        utility = sum(all_parts.values())
+        parts = {name: values[exposed] for name, values in all_parts.items()}
         metric = ranking_metrics(flat, {t: utility for t in RANKING_TASKS})["click"]
         references.append({"variant": "world_utility", **{f"{t}_{m}": None for t in RANKING_TASKS for m in ("auc", "gauc")}}
                           | {"click_auc": metric["auc"], "click_gauc": metric["gauc"]})
@@ -266,7 +275,9 @@ def run_ablation(
         | {name: click[name] for name in sorted(click)} | extra_scores
     )
     offsets = {v: offset_profile(labels, [click[f"{v}@{s}"] for s in seeds], requests) for v in variants}
-    return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores, offsets)
+    captured = {v: captured_parts(parts, [click[f"{v}@{s}"] for s in seeds]) for v in variants} if parts else {}
+    spread = {name: float(values.std()) for name, values in parts.items()}
+    return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores, offsets, captured, spread)
 
 
 def markdown_offsets(offsets: dict[str, OffsetProfile]) -> str:

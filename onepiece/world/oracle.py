@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 from onepiece.errors import UserError
 from onepiece.world.config import WorldConfig
 from onepiece.world.entities import build_world
-from onepiece.world.traffic import Mechanics, base_utility, daily_prices, log_relative_price
+from onepiece.world.traffic import UTILITY_PARTS, Mechanics, daily_prices, log_relative_price
+from onepiece.world.traffic import utility_parts as utility_parts_of_day
 
 
 def _index(ids: np.ndarray, wanted: np.ndarray, what: str, source: str) -> np.ndarray:
@@ -43,6 +44,12 @@ def utility_scores(data_root: str | Path, rows: pa.Table) -> np.ndarray:
     """The hidden base utility of every candidate of ``rows`` (training-row layout: one
     row per request with ``user_id``, ``query_id``, ``as_of``, ``cand_item_id``), in
     flattened ``cand_item_id`` order (as ``evaluation.ranking.flat_candidates``)."""
+    return sum(utility_parts(data_root, rows).values())
+
+
+def utility_parts(data_root: str | Path, rows: pa.Table) -> dict[str, np.ndarray]:
+    """``utility_scores`` as its weighted terms (taste, popularity, intent, quality,
+    price, colour; ``traffic.utility_parts``), each in the same flattened order."""
     manifest = Path(data_root) / "world.json"
     if not manifest.exists():
         raise UserError(f"{manifest} not found: the utility reference needs the world a data root was generated from")
@@ -59,11 +66,13 @@ def utility_scores(data_root: str | Path, rows: pa.Table) -> np.ndarray:
     if len(days) and (days.min() < 0 or days.max() > config.days):
         raise UserError(f"{source}: rows from {days.min()}..{days.max()} days after the world's start, "
                         f"which has days 0..{config.days}")
-    out = np.zeros(len(items), dtype=np.float64)
+    out = {name: np.zeros(len(items), dtype=np.float64) for name in UTILITY_PARTS}
     for day in np.unique(days):
         mask = days[parent] == day
-        out[mask] = base_utility(
+        parts = utility_parts_of_day(
             world, int(day), users[parent[mask]], queries[parent[mask]], items[mask][:, None],
             log_relative_price(world, prices, int(day)), Mechanics(),
-        )[:, 0]
+        )
+        for name, values in parts.items():
+            out[name][mask] = values[:, 0]
     return out

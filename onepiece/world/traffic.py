@@ -18,6 +18,8 @@ US_PER_DAY = 86_400 * US_PER_S
 DIURNAL = np.array([2, 1, 1, 1, 1, 2, 3, 5, 6, 6, 6, 7, 8, 7, 6, 6, 6, 7, 8, 10, 11, 10, 7, 4],
                    dtype=float)
 POOL_FLOOR = -3.0  # log popularity of an item outside the query's intent pool
+#: The terms of the base utility (``utility_parts``), in summation order.
+UTILITY_PARTS = ("taste", "popularity", "intent", "quality", "price", "colour")
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,19 @@ def base_utility(
     mech: Mechanics,
 ) -> np.ndarray:
     """[R, C] hidden utility of each candidate for its request, before set effects."""
+    return sum(utility_parts(world, day, user, query, items, log_rel_price, mech).values())
+
+
+def utility_parts(
+    world: World,
+    day: int,
+    user: np.ndarray,
+    query: np.ndarray,
+    items: np.ndarray,
+    log_rel_price: np.ndarray,
+    mech: Mechanics,
+) -> dict[str, np.ndarray]:
+    """The weighted terms of ``base_utility``, [R, C] each, by name."""
     cat, users, queries = world.catalog, world.users, world.queries
     taste = np.einsum("rd,rcd->rc", users.taste[user], cat.vec[items])
     pop = _dense_popularity(world, day)[query[:, None], items]
@@ -251,8 +266,9 @@ def base_utility(
     color_q = queries.color[query][:, None]
     color = np.where(color_q < 0, 0.0,
                      np.where(cat.color[items] == color_q, mech.color_match, mech.color_mismatch))
-    return (mech.taste * taste + mech.popularity * pop + mech.category_match * match
-            + mech.quality * quality - mech.price * ps * log_rel_price[items] + color)
+    terms = (mech.taste * taste, mech.popularity * pop, mech.category_match * match,
+             mech.quality * quality, -mech.price * ps * log_rel_price[items], color)
+    return dict(zip(UTILITY_PARTS, terms, strict=True))
 
 
 def _dense_popularity(world: World, day: int) -> np.ndarray:

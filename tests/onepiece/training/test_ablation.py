@@ -222,4 +222,8 @@ def test_ablation_command_runs_the_beam_job_with_feast(tiny_world: Path, tiny_mo
     utility = rows[1]
     assert utility["click_auc"] > max(rows[0]["click_auc"], 0.6) and utility["order_auc"] is None
     assert "| reference | world_utility |" in (out / "ablation.md").read_text()
+    # and the row is regressed on the utility's terms: what of each it reproduces
+    captured = json.loads((out / "captured.json").read_text())
+    assert set(captured["rows"]["onepiece"]["coefficients"]) == set(captured["utility_spread"]) >= {"taste", "price"}
+    assert "## What each row learned of the world's utility" in (out / "ablation.md").read_text()
     assert (out / "trainset" / "train").is_dir()
