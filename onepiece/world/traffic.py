@@ -133,7 +133,8 @@ def simulate_day(
 
     # Upstream ranker: a noisy view of the utility WITHOUT the set effects.
     log_rel_price = log_relative_price(world, prices, state)
-    base = base_utility(world, state, user, query, candidates, log_rel_price, mech)  # [R, C]
+    # [R, C] hidden utility of each candidate for its request, before set effects
+    base = sum(utility_parts(world, state, user, query, candidates, log_rel_price, mech).values())
     upstream = base + cfg.upstream_noise * rng.normal(size=base.shape)
     k = cfg.impressions_per_request
     top = _top_k(upstream, k)  # [R, k] display order
@@ -234,19 +235,6 @@ def _recall(
     return np.take_along_axis(chosen, by_item, axis=1), np.take_along_axis(chosen_noise, by_item, axis=1)
 
 
-def base_utility(
-    world: World,
-    day: int,
-    user: np.ndarray,
-    query: np.ndarray,
-    items: np.ndarray,
-    log_rel_price: np.ndarray,
-    mech: Mechanics,
-) -> np.ndarray:
-    """[R, C] hidden utility of each candidate for its request, before set effects."""
-    return sum(utility_parts(world, day, user, query, items, log_rel_price, mech).values())
-
-
 def utility_parts(
     world: World,
     day: int,
@@ -256,7 +244,8 @@ def utility_parts(
     log_rel_price: np.ndarray,
     mech: Mechanics,
 ) -> dict[str, np.ndarray]:
-    """The weighted terms of ``base_utility``, [R, C] each, by name."""
+    """[R, C] each, by name: the weighted terms of each candidate's hidden base utility for
+    its request (before set effects); their sum is what the upstream ranker sees, noisily."""
     cat, users, queries = world.catalog, world.users, world.queries
     taste = np.einsum("rd,rcd->rc", users.taste[user], cat.vec[items])
     pop = _dense_popularity(world, day)[query[:, None], items]
