@@ -41,9 +41,10 @@ def _snapshot_day(world: World, snapshot: np.ndarray) -> np.ndarray:
 
 def _snapshot_stamps(world: World, count: int) -> np.ndarray:
     """[S] microseconds: snapshot s at 00:00 of its day; the prior the day before the log."""
-    days = _snapshot_day(world, np.arange(count))
-    return np.array([_day_start_us(world, int(d)) if s else _day_start_us(world, int(d)) - US_PER_DAY
-                     for s, d in enumerate(days)], dtype=np.int64)
+    stamps = np.array([_day_start_us(world, int(d)) for d in _snapshot_day(world, np.arange(count))],
+                      dtype=np.int64)
+    stamps[0] -= US_PER_DAY  # the prior: the day before the first logged day
+    return stamps
 
 
 def request_ids(world: World, day: int, count: int) -> pa.Array:
