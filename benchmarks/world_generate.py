@@ -2,8 +2,8 @@
 
 Generates `--users 2000 --items 5000 --queries 300 --days 8 --seed 7` (and the default
 7 warm-up days) into a temporary directory, then the same world with half the days (and
-half the warm-up), and times the simulation alone (no
-Parquet writing or contract validation). Prints figures and, as the LAST stdout line,
+half the warm-up), and times the simulation alone (no Parquet writing or contract
+validation). Prints figures and, as the LAST stdout line,
 one JSON object: wall_s, events, events_per_s, candidate_rows, peak_rss_mb,
 simulate_share (simulation time / full wall time) and half_days_wall_ratio (wall time of
 D days / wall time of D/2 days; ~2 means linear in days). All measured in this run.
@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
