@@ -63,8 +63,10 @@ def ablation_command(
     bootstrap 95% interval over test requests and a verdict: holds, fails or within
     noise), orderings.json, seeds.json (every seed's rows), test_scores.parquet (every row's
     click scores of the exposed test candidates), offsets.json (each row's click AUC split into
-    request level and order within requests), with a generated world captured.json (what each
-    row's click logit reproduces of each term of the world's utility) and a bar plot."""
+    request level and order within requests), anchors.json (the click AUC that membership in
+    the request's preference anchors still adds to each row), with a generated world
+    captured.json (what each row's click logit reproduces of each term of the world's
+    utility) and a bar plot."""
     import json
 
     import pyarrow.parquet as pq
@@ -72,6 +74,7 @@ def ablation_command(
     from onepiece import storage
     from onepiece.errors import UserError
     from onepiece.evaluation import ablation
+    from onepiece.evaluation.anchor_signal import markdown_anchor_signal
     from onepiece.evaluation.captured import markdown_captured
     from onepiece.evaluation.metrics_file import write_json
     from onepiece.evaluation.plots import bars
@@ -125,6 +128,8 @@ def ablation_command(
         (staging / "histories.json").write_text(json.dumps(histories, indent=2) + "\n")
         pq.write_table(result.test_scores, staging / "test_scores.parquet")
         write_json({v: p.to_json() for v, p in result.offsets.items()}, staging / "offsets.json")
+        write_json({"anchors_alone_auc": result.anchors_alone_auc,
+                    "rows": {v: a.to_json() for v, a in result.anchor_signal.items()}}, staging / "anchors.json")
         if result.captured:
             write_json({"utility_spread": result.utility_spread,
                         "rows": {v: c.to_json() for v, c in result.captured.items()}}, staging / "captured.json")
@@ -137,6 +142,7 @@ def ablation_command(
             ablation.markdown_claims(claims, cfg.seeds),
             ablation.markdown_claims(result.gauc_claims, cfg.seeds, "GAUC", ablation.GAUC_NOTE),
             ablation.markdown_offsets(result.offsets),
+            markdown_anchor_signal(result.anchor_signal, result.anchors_alone_auc),
         ]
         if result.captured:
             text.append(markdown_captured(result.captured, result.utility_spread))

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from onepiece.evaluation.metrics_file import RANKING_TASKS
+from onepiece.evaluation.anchor_signal import AnchorSignal, anchor_membership, anchor_signal, anchors_alone_auc
 from onepiece.evaluation.captured import CapturedParts, captured_parts
 from onepiece.evaluation.offsets import SCALES, OffsetProfile, offset_profile
 from onepiece.evaluation.significance import Difference, bootstrap_aucs, paired_difference
@@ -197,6 +198,10 @@ class AblationResult:
     #: of the world's utility (``captured``), and each term's spread over the candidates.
     captured: dict[str, CapturedParts] = field(default_factory=dict)
     utility_spread: dict[str, float] = field(default_factory=dict)
+    #: Per variant: the click AUC that the test requests' PA membership flags still add
+    #: to its logit (``anchor_signal``); and the flags' own AUC.
+    anchor_signal: dict[str, AnchorSignal] = field(default_factory=dict)
+    anchors_alone_auc: float | None = None
 
 
 def training_seeds(cfg: AblationConfig) -> tuple[int, ...]:
@@ -277,7 +282,10 @@ def run_ablation(
     offsets = {v: offset_profile(labels, [click[f"{v}@{s}"] for s in seeds], requests) for v in variants}
     captured = {v: captured_parts(parts, [click[f"{v}@{s}"] for s in seeds]) for v in variants} if parts else {}
     spread = {name: float(values.std()) for name, values in parts.items()}
-    return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores, offsets, captured, spread)
+    flags = anchor_membership(test)[exposed]
+    anchors = {v: anchor_signal(labels, [click[f"{v}@{s}"] for s in seeds], requests, flags) for v in variants}
+    return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores, offsets, captured, spread,
+                          anchors, anchors_alone_auc(labels, requests, flags))
 
 
 def markdown_offsets(offsets: dict[str, OffsetProfile]) -> str:

@@ -226,4 +226,10 @@ def test_ablation_command_runs_the_beam_job_with_feast(tiny_world: Path, tiny_mo
     captured = json.loads((out / "captured.json").read_text())
     assert set(captured["rows"]["onepiece"]["coefficients"]) == set(captured["utility_spread"]) >= {"taste", "price"}
     assert "## What each row learned of the world's utility" in (out / "ablation.md").read_text()
+    # and how much click AUC membership in the request's anchors would still add to it
+    anchors = json.loads((out / "anchors.json").read_text())
+    signal = anchors["rows"]["onepiece"]
+    assert signal["unused"] == pytest.approx(signal["auc_with_anchors"] - signal["auc"])
+    assert 0.0 <= anchors["anchors_alone_auc"] <= 1.0
+    assert "## Anchor signal each row leaves unused" in (out / "ablation.md").read_text()
     assert (out / "trainset" / "train").is_dir()
