@@ -76,30 +76,37 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, iterations: int = 50)
     return w
 
 
+def _halves(requests: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(fit on, score on) masks: even request rows against odd ones, and back."""
+    even = requests % 2 == 0
+    return (even, ~even), (~even, even)
+
+
+def held_out_auc(features: np.ndarray, labels: np.ndarray, requests: np.ndarray) -> float:
+    """AUC of the logistic regression on ``features``, fitted on one half of the requests
+    and scored on the other, averaged over the two halves."""
+    aucs = []
+    for fit_on, score_on in _halves(requests):
+        w = fit_logistic(features[fit_on], labels[fit_on])
+        aucs.append(metrics.auc(labels[score_on], features[score_on] @ w[:-1]))
+    return float(np.mean(aucs))
+
+
 def anchor_signal(
     labels: np.ndarray, probabilities: list[np.ndarray], requests: np.ndarray, flags: np.ndarray
 ) -> AnchorSignal:
     """One row's figures, averaged over its seeds' click probabilities (same candidates)."""
-    folds = [requests % 2 == 0, requests % 2 == 1]
     own, with_anchors = [], []
     for p in probabilities:
         logit = logits_of(np.asarray(p))
-        features = np.column_stack([logit, flags])
-        for fit_on, score_on in (folds, folds[::-1]):
-            w = fit_logistic(features[fit_on], labels[fit_on])
-            own.append(metrics.auc(labels[score_on], logit[score_on]))
-            with_anchors.append(metrics.auc(labels[score_on], features[score_on] @ w[:-1]))
+        own += [metrics.auc(labels[score_on], logit[score_on]) for _, score_on in _halves(requests)]
+        with_anchors.append(held_out_auc(np.column_stack([logit, flags]), labels, requests))
     return AnchorSignal(float(np.mean(own)), float(np.mean(with_anchors)))
 
 
 def anchors_alone_auc(labels: np.ndarray, requests: np.ndarray, flags: np.ndarray) -> float:
     """The membership flags as the only features: how strong the anchors are by themselves."""
-    folds = [requests % 2 == 0, requests % 2 == 1]
-    aucs = []
-    for fit_on, score_on in (folds, folds[::-1]):
-        w = fit_logistic(flags[fit_on], labels[fit_on])
-        aucs.append(metrics.auc(labels[score_on], flags[score_on] @ w[:-1]))
-    return float(np.mean(aucs))
+    return held_out_auc(flags, labels, requests)
 
 
 def markdown_anchor_signal(signals: dict[str, AnchorSignal], alone: float) -> str:
