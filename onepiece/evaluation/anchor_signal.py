@@ -22,9 +22,10 @@ import pyarrow.compute as pc
 
 from onepiece.contract.schemas import PA_GROUPS
 from onepiece.evaluation import metrics
+from onepiece.evaluation.ranking import CAND_ID
 from onepiece.model.calibration import logits_of
 
-PA_ITEM, PA_GROUP, CAND_ITEM = "pa_item_id", "pa_group", "cand_item_id"
+PA_ITEM, PA_GROUP = "pa_item_id", "pa_group"
 #: Ridge on the regression's weights: keeps a flag no positive ever carries finite.
 RIDGE = 1e-4
 
@@ -46,8 +47,8 @@ def anchor_membership(rows: pa.Table) -> np.ndarray:
     """[candidates, groups] 0/1: is each flat candidate (request-major, the order of
     ``ranking.flat_candidates``) among its request's anchors of each PA group?"""
     rows = rows.combine_chunks()
-    cand_request = np.asarray(pc.list_parent_indices(rows[CAND_ITEM]), dtype=np.int64)
-    cand_item = np.asarray(pc.list_flatten(rows[CAND_ITEM]), dtype=np.int64)
+    cand_request = np.asarray(pc.list_parent_indices(rows[CAND_ID]), dtype=np.int64)
+    cand_item = np.asarray(pc.list_flatten(rows[CAND_ID]), dtype=np.int64)
     pa_request = np.asarray(pc.list_parent_indices(rows[PA_ITEM]), dtype=np.int64)
     pa_item = np.asarray(pc.list_flatten(rows[PA_ITEM]), dtype=np.int64)
     pa_group = np.asarray(pc.list_flatten(rows[PA_GROUP]), dtype=np.int64)
