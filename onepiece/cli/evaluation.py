@@ -28,6 +28,18 @@ def ablation_command(
         str, typer.Option(help="'feast' (the feature repo) or 'snapshots' (ASOF joins on the tables).")
     ] = "feast",
     epochs: Annotated[int, typer.Option(help="Maximum epochs per row.")] = 3,
+    lr: Annotated[
+        float | None, typer.Option(help="AdamW learning rate of every row (default: AblationConfig.lr, 2e-3).")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Candidate groups per training step of every row (default: AblationConfig.batch_size, 64)."),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(help="Epochs without a better validation click AUC before a row stops (default: "
+                     "AblationConfig.patience, 1)."),
+    ] = None,
     max_train_requests: Annotated[int, typer.Option(help="Training requests sampled (0 = all).")] = 1500,
     max_test_requests: Annotated[int, typer.Option(help="Test requests sampled (0 = all).")] = 600,
     seed: Annotated[int, typer.Option(help="Seed of the split's sampling and the first training seed.")] = 0,
@@ -87,9 +99,14 @@ def ablation_command(
         raise UserError(f"--variants: unknown rows {unknown}; expected some of {list(ablation.VARIANT_NAMES)}")
     if seeds < 1 or resamples < 1:
         raise UserError("--seeds and --resamples must be at least 1")
+    if (lr is not None and lr <= 0) or any(v is not None and v < 1 for v in (batch_size, patience)):
+        raise UserError(
+            f"--lr must be positive, --batch-size and --patience at least 1 (got {lr}, {batch_size}, {patience})"
+        )
     cfg = ablation.AblationConfig(
         seed=seed, seeds=seeds, resamples=resamples, epochs=epochs, threads=threads, workers=workers,
         max_train_requests=max_train_requests or None, max_test_requests=max_test_requests or None,
+        **{k: v for k, v in {"lr": lr, "batch_size": batch_size, "patience": patience}.items() if v is not None},
     )
     with staged_dir(out) as staging:
         if trainset is None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import multiprocessing.connection
+import os
 import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -30,6 +33,16 @@ _JOB_DONE = "__job_done__"  # sent after a job's last event: the queue delivers 
 def _init_worker(events: Any) -> None:
     global _EVENTS
     _EVENTS = events
+    threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    # A parent killed by a signal (SIGTERM from a scheduler, SIGKILL) cannot shut the pool
+    # down; without this its workers would train on, orphaned, until their rows finish.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
 
 
 def _put(name: str, event: Any) -> None:

@@ -146,10 +146,12 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
         app,
         ["ablation", "--trainset", str(tmp_path / "ts"), "--out", str(out), "--variants", "onepiece,hstu",
          "--epochs", "1", "--threads", "1", "--workers", "1", "--max-train-requests", "60",
-         "--max-test-requests", "40"]
+         "--max-test-requests", "40", "--lr", "0.003", "--patience", "2"]
         + [a for k, v in tiny_model.items() for a in ("--set", f"{k}={json.dumps(v)}")],
     )
     assert result.exit_code == 0, result.output
+    settings = json.loads((out / "ablation.md").read_text().split("Settings: ")[1].split("; train")[0])
+    assert (settings["lr"], settings["patience"], settings["batch_size"]) == (0.003, 2, 64)
     doc = json.loads((out / "ablation.json").read_text())
     assert [r["variant"] for r in doc["rows"]] == ["popularity", "onepiece", "hstu"]
     keys = ["variant", "click_auc", "click_gauc", "add_to_cart_auc", "add_to_cart_gauc", "order_auc", "order_gauc"]
@@ -184,6 +186,12 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     per_seed = json.loads((out / "seeds.json").read_text())["rows_by_seed"]
     assert [r["variant"] for r in per_seed["0"]] == ["popularity", "onepiece", "hstu"]
     assert (out / "ablation_click_auc.png").stat().st_size > 0
+
+
+def test_ablation_command_names_a_bad_budget_option(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ablation", "--trainset", str(tmp_path), "--lr", "0", "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "--lr must be positive" in result.output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

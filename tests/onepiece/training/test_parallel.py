@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from onepiece.training.parallel import run_jobs
@@ -60,3 +67,46 @@ def test_two_workers_survive_beams_multiprocessing_patch() -> None:
     results, seen = _run(2)
     assert list(results.items()) == [("a", 9), ("b", 4), ("c", 1)]
     assert _per_job(seen, "a") == [(0,), (1,), (2,), ("done", 9)]
+
+
+def report_pid_then_sleep(pid_file: str, report=None) -> None:
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its new parent) counts as gone.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; sys.path.insert(0, sys.argv[1]); import test_parallel as t; "
+         "from onepiece.training.parallel import run_jobs; "
+         "run_jobs(t.report_pid_then_sleep, {'a': (sys.argv[2],), 'b': (sys.argv[2] + '.b',)}, 2)",
+         str(Path(__file__).parent), str(pid_file)],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert _alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the worker trained on after its parent was killed"
+    finally:
+        parent.kill()
+        if pid_file.exists() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
