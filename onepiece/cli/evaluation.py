@@ -35,6 +35,10 @@ def ablation_command(
         int | None,
         typer.Option(help="Candidate groups per training step of every row (default: AblationConfig.batch_size, 64)."),
     ] = None,
+    lr_schedule: Annotated[
+        str, typer.Option(help="'constant', or 'cosine': every row's learning rate decays to 0 by the last epoch.")
+    ] = "constant",
+    warmup_steps: Annotated[int, typer.Option(help="Optimiser steps of linear learning-rate warm-up.")] = 0,
     patience: Annotated[
         int | None,
         typer.Option(help="Epochs without a better validation click AUC before a row stops (default: "
@@ -103,8 +107,14 @@ def ablation_command(
         raise UserError(
             f"--lr must be positive, --batch-size and --patience at least 1 (got {lr}, {batch_size}, {patience})"
         )
+    from onepiece.training.config import LR_SCHEDULES
+
+    if lr_schedule not in LR_SCHEDULES or warmup_steps < 0:
+        raise UserError(f"--lr-schedule must be one of {LR_SCHEDULES} and --warmup-steps >= 0 "
+                        f"(got {lr_schedule!r}, {warmup_steps})")
     cfg = ablation.AblationConfig(
         seed=seed, seeds=seeds, resamples=resamples, epochs=epochs, threads=threads, workers=workers,
+        lr_schedule=lr_schedule, warmup_steps=warmup_steps,
         max_train_requests=max_train_requests or None, max_test_requests=max_test_requests or None,
         **{k: v for k, v in {"lr": lr, "batch_size": batch_size, "patience": patience}.items() if v is not None},
     )

@@ -32,6 +32,10 @@ def train_command(
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 8,
     batch_size: Annotated[int, typer.Option(help="Candidate groups per step.")] = 64,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    lr_schedule: Annotated[
+        str, typer.Option(help="'constant', or 'cosine': decays the learning rate to 0 by the last epoch.")
+    ] = "constant",
+    warmup_steps: Annotated[int, typer.Option(help="Optimiser steps of linear learning-rate warm-up.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same run.")] = 0,
     patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping.")] = 2,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
@@ -57,10 +61,11 @@ def train_command(
     try:
         model_config = variant_config(variant, **parse_overrides(model_set or []))
         train_config = TrainConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience, threads=threads
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience, threads=threads,
+            lr_schedule=lr_schedule, warmup_steps=warmup_steps,
         )
     except (ValueError, TypeError) as err:
-        raise UserError(f"--variant/--set: {err}") from None
+        raise UserError(f"--variant/--set or a training option: {err}") from None
     train_rows = read_training_rows(train)
     eval_rows = read_training_rows(eval)
     console.print(

@@ -79,6 +79,8 @@ class AblationConfig:
     epochs: int = 3
     batch_size: int = 64
     lr: float = 2e-3
+    lr_schedule: str = "constant"  # or "cosine" (TrainConfig)
+    warmup_steps: int = 0
     patience: int = 1
     max_train_requests: int | None = 1500
     max_test_requests: int | None = 600
@@ -239,7 +241,8 @@ def run_ablation(
     jobs = {}
     for seed in seeds:
         train_config = TrainConfig(
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
+            warmup_steps=cfg.warmup_steps, seed=seed,
             patience=cfg.patience, max_unexposed=cfg.max_unexposed, threads=cfg.threads,
         )
         for v in variants:

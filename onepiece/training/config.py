@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
+#: Learning-rate schedules of ``fit`` (``fit.lr_factor``).
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained. Numbers marked (ours) are our choices; the paper gives none.
@@ -19,6 +23,10 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 64  # candidate groups (ranking) or requests (retrieval) per step
     lr: float = 2e-3  # AdamW (ours)
+    #: "constant" or "cosine" (to 0 by the last epoch); after ``warmup_steps`` of linear
+    #: warm-up (``fit.lr_factor``).
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
@@ -35,6 +43,10 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be at least 1")
         if self.lr <= 0:
             raise ValueError("TrainConfig.lr must be positive")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError("TrainConfig.warmup_steps must be >= 0")
         if self.max_unexposed is not None and self.max_unexposed < 0:
             raise ValueError("TrainConfig.max_unexposed must be >= 0 or None")
 

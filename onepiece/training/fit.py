@@ -24,6 +24,7 @@ from onepiece.contract import TASKS
 from onepiece.model import ModelConfig, OnePiece
 from onepiece.model.losses import ranking_loss, retrieval_loss
 from onepiece.training.batches import Batch
+from onepiece.training.config import LR_SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,28 @@ class FitSettings:
     patience: int = 2
     seed: int = 0
     threads: int = 1  # torch intra-op threads
+    #: "constant", or "cosine": decay to 0 by the end of ``epochs`` (needs ``steps_per_epoch``).
+    #: Either starts with a linear warm-up over ``warmup_steps`` optimiser steps.
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and not self.steps_per_epoch:
+            raise ValueError("the cosine lr_schedule needs steps_per_epoch")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+def lr_factor(settings: FitSettings, step: int) -> float:
+    """The multiple of ``settings.lr`` used by optimiser step ``step`` (0-based)."""
+    warm = min(1.0, (step + 1) / settings.warmup_steps) if settings.warmup_steps else 1.0
+    if settings.lr_schedule == "constant":
+        return warm
+    total = settings.epochs * (settings.steps_per_epoch or 1)
+    return warm * 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
 
 
 @dataclass(frozen=True)
@@ -88,6 +111,7 @@ def fit(
     torch.manual_seed(settings.seed)
     model = OnePiece(model_config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(settings, s))
     history: dict[str, Any] = {"steps": [], "epochs": [], "eval_metric": None}
     best_value, best_state, best_epoch, stale = -math.inf, None, None, 0
     step = 0
@@ -99,11 +123,13 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
+            schedule.step()
             step += 1
             losses.append(float(loss["total"].detach()))
             history["steps"].append(
-                {"epoch": epoch, "step": step, "loss": losses[-1]}
+                {"epoch": epoch, "step": step, "loss": losses[-1], "lr": lr}
                 | {f"loss_{t}": float(loss[t].detach()) for t in TASKS}
             )
             if on_step is not None:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from onepiece.evaluation.evaluate import evaluate_model, headline
 from onepiece.model import ModelConfig, OnePiece, save_checkpoint
-from onepiece.training.batches import epoch_batches
+from onepiece.training.batches import batches_per_epoch, epoch_batches
 from onepiece.training.config import TrainConfig
 from onepiece.training.fit import FitSettings, Score, TrainResult, batch_loss, fit
 
@@ -47,7 +47,10 @@ def train(
     settings = FitSettings(
         epochs=train_config.epochs, lr=train_config.lr, weight_decay=train_config.weight_decay,
         grad_clip=train_config.grad_clip, patience=train_config.patience, seed=train_config.seed,
-        threads=train_config.threads,
+        threads=train_config.threads, lr_schedule=train_config.lr_schedule,
+        warmup_steps=train_config.warmup_steps,
+        steps_per_epoch=batches_per_epoch(train_rows, model_config, train_config)
+        if train_config.lr_schedule != "constant" else None,
     )
     return fit(
         model_config,

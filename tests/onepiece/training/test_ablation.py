@@ -188,9 +188,13 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     assert (out / "ablation_click_auc.png").stat().st_size > 0
 
 
-def test_ablation_command_names_a_bad_budget_option(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["ablation", "--trainset", str(tmp_path), "--lr", "0", "--out", str(tmp_path / "o")])
-    assert result.exit_code != 0 and "--lr must be positive" in result.output
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--lr", "0", "--lr must be positive"), ("--patience", "0", "--patience at least 1"),
+    ("--lr-schedule", "linear", "--lr-schedule must be one of"),
+])
+def test_ablation_command_names_a_bad_budget_option(option: str, value: str, message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ablation", "--trainset", str(tmp_path), option, value, "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and message in result.output
     assert not (tmp_path / "o").exists()
 
 

@@ -49,3 +49,31 @@ def test_an_undefined_metric_never_counts_as_best(tiny_split, tiny_model) -> Non
     )
     assert result.history["best_epoch"] is None and result.history["best_eval"] is None
     assert [e["eval"] for e in result.history["epochs"]] == [None, None]
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero(tiny_split, tiny_model) -> None:
+    import math
+
+    import pytest
+
+    from onepiece.training.batches import batches_per_epoch
+    from onepiece.training.fit import lr_factor
+
+    rows = tiny_split[0].slice(0, 30)
+    config = variant_config("onepiece", **tiny_model)
+    sampling = TrainConfig(batch_size=8, max_unexposed=5)
+    per_epoch = batches_per_epoch(rows, config, sampling)
+    settings = FitSettings(epochs=2, lr=1e-2, patience=5, threads=1, lr_schedule="cosine", warmup_steps=2,
+                           steps_per_epoch=per_epoch)
+    result = fit(config, settings, lambda epoch: epoch_batches(rows, config, sampling, epoch),
+                 lambda model: Score("auc", 0.5))
+    used = [s["lr"] for s in result.history["steps"]]
+    assert used == pytest.approx([1e-2 * lr_factor(settings, i) for i in range(len(used))])
+    assert used[0] == pytest.approx(5e-3) and used[1] < 1e-2 and max(used) == pytest.approx(used[1])
+    assert all(a >= b for a, b in zip(used[1:], used[2:])) and used[-1] < 0.1 * used[1]
+    total = 2 * per_epoch
+    assert lr_factor(settings, total // 2) == pytest.approx(0.5 * (1 + math.cos(math.pi * (total // 2) / total)))
+    constant = FitSettings(epochs=2, lr=1e-2, warmup_steps=4)
+    assert [lr_factor(constant, i) for i in (0, 3, 50)] == [0.25, 1.0, 1.0]
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        FitSettings(epochs=2, lr=1e-2, lr_schedule="cosine")
