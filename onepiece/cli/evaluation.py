@@ -103,21 +103,16 @@ def ablation_command(
         raise UserError(f"--variants: unknown rows {unknown}; expected some of {list(ablation.VARIANT_NAMES)}")
     if seeds < 1 or resamples < 1:
         raise UserError("--seeds and --resamples must be at least 1")
-    if (lr is not None and lr <= 0) or any(v is not None and v < 1 for v in (batch_size, patience)):
-        raise UserError(
-            f"--lr must be positive, --batch-size and --patience at least 1 (got {lr}, {batch_size}, {patience})"
-        )
-    from onepiece.training.config import LR_SCHEDULES
-
-    if lr_schedule not in LR_SCHEDULES or warmup_steps < 0:
-        raise UserError(f"--lr-schedule must be one of {LR_SCHEDULES} and --warmup-steps >= 0 "
-                        f"(got {lr_schedule!r}, {warmup_steps})")
     cfg = ablation.AblationConfig(
         seed=seed, seeds=seeds, resamples=resamples, epochs=epochs, threads=threads, workers=workers,
         lr_schedule=lr_schedule, warmup_steps=warmup_steps,
         max_train_requests=max_train_requests or None, max_test_requests=max_test_requests or None,
         **{k: v for k, v in {"lr": lr, "batch_size": batch_size, "patience": patience}.items() if v is not None},
     )
+    try:  # every row's TrainConfig is built from these: check them before any work
+        ablation.row_train_config(cfg, cfg.seed)
+    except ValueError as err:
+        raise UserError(f"a training option (--epochs, --lr, --lr-schedule, ...): {err}") from None
     with staged_dir(out) as staging:
         if trainset is None:
             if world is None and (Path(storage.data_root(data)) / "world.json").exists():

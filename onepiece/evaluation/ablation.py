@@ -210,6 +210,17 @@ def training_seeds(cfg: AblationConfig) -> tuple[int, ...]:
     return tuple(range(cfg.seed, cfg.seed + cfg.seeds))
 
 
+def row_train_config(cfg: AblationConfig, seed: int) -> Any:
+    """The ``TrainConfig`` every row trains with under training seed ``seed``."""
+    from onepiece.training.config import TrainConfig
+
+    return TrainConfig(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
+        warmup_steps=cfg.warmup_steps, seed=seed, patience=cfg.patience, max_unexposed=cfg.max_unexposed,
+        threads=cfg.threads,
+    )
+
+
 def run_ablation(
     train_rows: pa.Table,
     test_rows: pa.Table,
@@ -232,7 +243,6 @@ def run_ablation(
     """
     from onepiece.evaluation.ranking import flat_candidates, popularity_scores, ranking_metrics
     from onepiece.model import variant_config
-    from onepiece.training.config import TrainConfig
     from onepiece.training.parallel import run_jobs
 
     fit, valid, test = split_rows(train_rows, test_rows, cfg)
@@ -240,11 +250,7 @@ def run_ablation(
     seeds = training_seeds(cfg)
     jobs = {}
     for seed in seeds:
-        train_config = TrainConfig(
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
-            warmup_steps=cfg.warmup_steps, seed=seed,
-            patience=cfg.patience, max_unexposed=cfg.max_unexposed, threads=cfg.threads,
-        )
+        train_config = row_train_config(cfg, seed)
         for v in variants:
             jobs[f"{v}@{seed}"] = (v, variant_config(v, **overrides), train_config, fit, valid, test)
     done = run_jobs(

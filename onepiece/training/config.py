@@ -12,6 +12,14 @@ from typing import Any
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def check_lr_schedule(lr_schedule: str, warmup_steps: int) -> None:
+    """Raise ValueError for an unknown schedule or a negative warm-up."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is trained. Numbers marked (ours) are our choices; the paper gives none.
@@ -38,15 +46,12 @@ class TrainConfig:
     threads: int = 2  # torch intra-op threads
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "threads"):
+        for name in ("epochs", "batch_size", "threads", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1")
         if self.lr <= 0:
             raise ValueError("TrainConfig.lr must be positive")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.warmup_steps < 0:
-            raise ValueError("TrainConfig.warmup_steps must be >= 0")
+        check_lr_schedule(self.lr_schedule, self.warmup_steps)
         if self.max_unexposed is not None and self.max_unexposed < 0:
             raise ValueError("TrainConfig.max_unexposed must be >= 0 or None")
 

@@ -24,7 +24,7 @@ from onepiece.contract import TASKS
 from onepiece.model import ModelConfig, OnePiece
 from onepiece.model.losses import ranking_loss, retrieval_loss
 from onepiece.training.batches import Batch
-from onepiece.training.config import LR_SCHEDULES
+from onepiece.training.config import check_lr_schedule
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,9 @@ class FitSettings:
     steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        check_lr_schedule(self.lr_schedule, self.warmup_steps)
         if self.lr_schedule == "cosine" and not self.steps_per_epoch:
             raise ValueError("the cosine lr_schedule needs steps_per_epoch")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 def lr_factor(settings: FitSettings, step: int) -> float:

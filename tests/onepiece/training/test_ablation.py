@@ -189,8 +189,8 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
-    ("--lr", "0", "--lr must be positive"), ("--patience", "0", "--patience at least 1"),
-    ("--lr-schedule", "linear", "--lr-schedule must be one of"),
+    ("--lr", "0", "lr must be positive"), ("--patience", "0", "patience must be at least 1"),
+    ("--lr-schedule", "linear", "lr_schedule must be one of"),
 ])
 def test_ablation_command_names_a_bad_budget_option(option: str, value: str, message: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["ablation", "--trainset", str(tmp_path), option, value, "--out", str(tmp_path / "o")])
