@@ -36,9 +36,13 @@ def ablation_command(
         typer.Option(help="Candidate groups per training step of every row (default: AblationConfig.batch_size, 64)."),
     ] = None,
     lr_schedule: Annotated[
-        str, typer.Option(help="'constant', or 'cosine': every row's learning rate decays to 0 by the last epoch.")
-    ] = "constant",
-    warmup_steps: Annotated[int, typer.Option(help="Optimiser steps of linear learning-rate warm-up.")] = 0,
+        str | None,
+        typer.Option(help="'constant', or 'cosine': every row's learning rate decays to 0 by the last epoch "
+                     "(default: AblationConfig.lr_schedule, constant)."),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Optimiser steps of linear learning-rate warm-up (default: 0).")
+    ] = None,
     patience: Annotated[
         int | None,
         typer.Option(help="Epochs without a better validation click AUC before a row stops (default: "
@@ -105,9 +109,10 @@ def ablation_command(
         raise UserError("--seeds and --resamples must be at least 1")
     cfg = ablation.AblationConfig(
         seed=seed, seeds=seeds, resamples=resamples, epochs=epochs, threads=threads, workers=workers,
-        lr_schedule=lr_schedule, warmup_steps=warmup_steps,
         max_train_requests=max_train_requests or None, max_test_requests=max_test_requests or None,
-        **{k: v for k, v in {"lr": lr, "batch_size": batch_size, "patience": patience}.items() if v is not None},
+        # Options left unset keep AblationConfig's defaults (one place for them).
+        **{k: v for k, v in {"lr": lr, "batch_size": batch_size, "patience": patience,
+                             "lr_schedule": lr_schedule, "warmup_steps": warmup_steps}.items() if v is not None},
     )
     try:  # every row's TrainConfig is built from these: check them before any work
         ablation.row_train_config(cfg, cfg.seed)

@@ -108,5 +108,6 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
         assert not _alive(worker), "the worker trained on after its parent was killed"
     finally:
         parent.kill()
-        if pid_file.exists() and _alive(int(pid_file.read_text())):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        for path in (pid_file, Path(f"{pid_file}.b")):  # both workers, whatever the outcome
+            if path.exists() and _alive(int(path.read_text())):
+                os.kill(int(path.read_text()), signal.SIGKILL)
