@@ -70,7 +70,9 @@ def test_two_workers_survive_beams_multiprocessing_patch() -> None:
 
 
 def report_pid_then_sleep(pid_file: str, report=None) -> None:
-    Path(pid_file).write_text(str(os.getpid()))
+    # Written then renamed: the test must never read a half-written pid.
+    Path(f"{pid_file}.tmp").write_text(str(os.getpid()))
+    os.replace(f"{pid_file}.tmp", pid_file)
     time.sleep(120)
 
 
@@ -94,20 +96,21 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
          "run_jobs(t.report_pid_then_sleep, {'a': (sys.argv[2],), 'b': (sys.argv[2] + '.b',)}, 2)",
          str(Path(__file__).parent), str(pid_file)],
     )
+    pid_files = (pid_file, Path(f"{pid_file}.b"))
     try:
         deadline = time.monotonic() + 60
-        while not pid_file.exists() and time.monotonic() < deadline:
+        while not all(p.exists() for p in pid_files) and time.monotonic() < deadline:
             time.sleep(0.1)
-        worker = int(pid_file.read_text())
-        assert _alive(worker)
+        workers = [int(p.read_text()) for p in pid_files]
+        assert all(_alive(w) for w in workers)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
         deadline = time.monotonic() + 15
-        while _alive(worker) and time.monotonic() < deadline:
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(worker), "the worker trained on after its parent was killed"
+        assert not any(_alive(w) for w in workers), "a worker trained on after its parent was killed"
     finally:
         parent.kill()
-        for path in (pid_file, Path(f"{pid_file}.b")):  # both workers, whatever the outcome
+        for path in pid_files:  # both workers, whatever the outcome
             if path.exists() and _alive(int(path.read_text())):
                 os.kill(int(path.read_text()), signal.SIGKILL)
