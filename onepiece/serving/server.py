@@ -198,6 +198,18 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _kill_process_group(pgid: int) -> None:
+    """SIGKILL what is left of a stopped server's process group.
+
+    The server leads its own group (``start_new_session``) and its Python-backend stubs
+    share it. A stub whose server died in the middle of a request can block for good on
+    the shared-memory state the server held, and outlive it as an orphan; the kernel keeps
+    a group id from being reused while a member lives, so this reaches only those orphans.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 class TritonServer:
     """One running ``tritonserver`` process. Use :func:`embedded_triton` in code."""
 
@@ -322,15 +334,20 @@ class TritonServer:
         return "\n".join((errors or text)[-lines:])
 
     def stop(self, timeout_s: float | None = None) -> None:
-        """SIGTERM, wait for a clean exit (in-flight requests finish), then SIGKILL."""
+        """SIGTERM, wait for a clean exit (in-flight requests finish), then SIGKILL.
+
+        Whatever the server leaves of its process group (Python-backend stubs) is killed too.
+        """
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s if timeout_s is not None else self.config.exit_timeout_s + 5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout_s if timeout_s is not None else self.config.exit_timeout_s + 5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            _kill_process_group(process.pid)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -340,6 +357,7 @@ class TritonServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+            _kill_process_group(self.process.pid)
 
     def __enter__(self) -> TritonServer:
         return self.start()

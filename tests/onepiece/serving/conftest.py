@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_helpers import write_checkpoint
-
-IDENTITY_CONFIG = """\
-name: "{name}"
-backend: "python"
-max_batch_size: 8
-input [ {{ name: "x" data_type: TYPE_FP32 dims: [ -1 ] }} ]
-output [ {{ name: "y" data_type: TYPE_FP32 dims: [ -1 ] }} ]
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-dynamic_batching {{ }}
-"""
-
-# A two-line model that doubles its input, through DLPack both ways (numpy-2 safe).
-DOUBLING_MODEL = '''\
-import os, sys
-sys.path[:0] = [p for p in os.environ.get("ONEPIECE_PYTHONPATH", "").split(os.pathsep) if p]
-import triton_python_backend_utils as pb_utils
-from torch.utils.dlpack import from_dlpack, to_dlpack
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        {init}
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            x = from_dlpack(pb_utils.get_input_tensor_by_name(request, "x").to_dlpack())
-            y = pb_utils.Tensor.from_dlpack("y", to_dlpack((x * 2).contiguous()))
-            responses.append(pb_utils.InferenceResponse([y]))
-        return responses
-'''
-
-
-def write_doubling_model(repo: Path, name: str = "doubler", broken: bool = False) -> Path:
-    """A model that doubles its input; ``broken`` makes its initialize() raise."""
-    init = 'raise RuntimeError("doubler is broken on purpose")' if broken else "pass"
-    (repo / name / "1").mkdir(parents=True)
-    (repo / name / "config.pbtxt").write_text(IDENTITY_CONFIG.format(name=name))
-    (repo / name / "1" / "model.py").write_text(textwrap.dedent(DOUBLING_MODEL.format(init=init)))
-    return repo
+from serving_helpers import write_checkpoint, write_doubling_model
 
 
 @pytest.fixture

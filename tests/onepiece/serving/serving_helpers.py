@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,54 @@ def write_context_run(data: Path, tables: list[pa.Table], start: dt.datetime = S
     manifest = {"partition": f"{start.isoformat()}..{end.isoformat()}", "run_id": "test", "defaulted": {"unknown_item": 3}}
     (where / "_manifest.json").write_text(json.dumps(manifest))
     return where
+
+
+# ---------------------------------------------------------------------------
+# A two-line Python-backend model, for the server's own tests
+# ---------------------------------------------------------------------------
+
+IDENTITY_CONFIG = """\
+name: "{name}"
+backend: "python"
+max_batch_size: 8
+input [ {{ name: "x" data_type: TYPE_FP32 dims: [ -1 ] }} ]
+output [ {{ name: "y" data_type: TYPE_FP32 dims: [ -1 ] }} ]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+dynamic_batching {{ }}
+"""
+
+# A two-line model that doubles its input, through DLPack both ways (numpy-2 safe).
+DOUBLING_MODEL = '''\
+import os, sys
+sys.path[:0] = [p for p in os.environ.get("ONEPIECE_PYTHONPATH", "").split(os.pathsep) if p]
+import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import from_dlpack, to_dlpack
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        {init}
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = from_dlpack(pb_utils.get_input_tensor_by_name(request, "x").to_dlpack())
+            y = pb_utils.Tensor.from_dlpack("y", to_dlpack((x * 2).contiguous()))
+            responses.append(pb_utils.InferenceResponse([y]))
+        return responses
+'''
+
+
+def write_doubling_model(
+    repo: Path, name: str = "doubler", broken: bool = False, init: str = "pass"
+) -> Path:
+    """A model that doubles its input; ``broken`` makes its initialize() raise.
+
+    ``init`` is one line of Python run by initialize() in the stub.
+    """
+    if broken:
+        init = 'raise RuntimeError("doubler is broken on purpose")'
+    (repo / name / "1").mkdir(parents=True)
+    (repo / name / "config.pbtxt").write_text(IDENTITY_CONFIG.format(name=name))
+    (repo / name / "1" / "model.py").write_text(textwrap.dedent(DOUBLING_MODEL.format(init=init)))
+    return repo

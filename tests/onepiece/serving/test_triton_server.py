@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving_helpers import write_doubling_model
 
 from onepiece.errors import UserError
 from onepiece.serving.server import (
@@ -54,6 +55,46 @@ def test_embedded_server_serves_and_stops(doubler_repo: Path) -> None:
         assert all(_port_open(p) for p in ports)
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert not any(_port_open(p) for p in ports)
+
+
+def _process_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes whose process group is ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # exited while we looked
+            continue
+        if int(group) == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.parametrize("ending", ["stop", "kill"])
+def test_nothing_the_server_started_outlives_it(tmp_path: Path, ending: str) -> None:
+    # The model's stub starts a long-lived helper of its own, as a stub blocked on the
+    # dead server's shared memory would be: both must go when the server goes.
+    helper_pid = tmp_path / "helper.pid"
+    spawn = (
+        f'import subprocess; from pathlib import Path; '
+        f'Path("{helper_pid}").write_text(str(subprocess.Popen(["sleep", "600"]).pid))'
+    )
+    repo = write_doubling_model(tmp_path / "model_repo", init=spawn)
+    with embedded_triton(TritonServerConfig(repo, models=("doubler",))) as server:
+        pgid = server.process.pid
+        helper = int(helper_pid.read_text())
+        members = _process_group(pgid)
+        assert pgid in members and helper in members and len(members) >= 3  # server, stub, helper
+        if ending == "kill":
+            server.kill()
+    try:
+        deadline = time.monotonic() + 10
+        while _process_group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _process_group(pgid) == [], f"left running after the server {ending}: {_process_group(pgid)}"
+    finally:
+        for pid in _process_group(pgid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_missing_model_is_named_before_starting(doubler_repo: Path) -> None:
