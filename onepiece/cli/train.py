@@ -9,6 +9,7 @@ import typer
 
 from onepiece.cli import app
 from onepiece.cli.common import console, friendly_errors
+from onepiece.training.config import TrainConfig  # light: its defaults are the options' defaults
 
 VariantOption = Annotated[
     str,
@@ -29,16 +30,16 @@ def train_command(
     eval: Annotated[Path, typer.Option("--eval", help="Held-out shards for early stopping.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
     variant: VariantOption = "onepiece",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 8,
-    batch_size: Annotated[int, typer.Option(help="Candidate groups per step.")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Candidate groups per step.")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = TrainConfig.lr,
     lr_schedule: Annotated[
         str, typer.Option(help="'constant', or 'cosine': decays the learning rate to 0 by the last epoch.")
-    ] = "constant",
-    warmup_steps: Annotated[int, typer.Option(help="Optimiser steps of linear learning-rate warm-up.")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same run.")] = 0,
-    patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping.")] = 2,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    ] = TrainConfig.lr_schedule,
+    warmup_steps: Annotated[int, typer.Option(help="Optimiser steps of linear learning-rate warm-up.")] = TrainConfig.warmup_steps,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same run.")] = TrainConfig.seed,
+    patience: Annotated[int, typer.Option(help="Epochs without improvement before stopping.")] = TrainConfig.patience,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = TrainConfig.threads,
     model_set: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a ModelConfig field, KEY=VALUE (JSON value); repeatable."),
@@ -52,7 +53,6 @@ def train_command(
     from onepiece.errors import UserError
     from onepiece.model import variant_config
     from onepiece.storage import staged_dir
-    from onepiece.training.config import TrainConfig
     from onepiece.training.data import read_training_rows
     from onepiece.training.progress import live_progress
     from onepiece.training.loop import save_run
