@@ -59,6 +59,10 @@ class ModelConfig:
 
     # --- supervision -------------------------------------------------------------------
     supervision: Literal["progressive", "last_step"] = "progressive"
+    #: (ours, a diagnostic; not the paper's design) The block ranking head also reads the
+    #: user and query input tokens beside each candidate's state, as DLRM's head does,
+    #: instead of only what the candidate fetched from them by attention.
+    head_reads_sd: bool = False
     progressive_steps: dict[str, int] = field(default_factory=lambda: dict(PROGRESSIVE_STEPS))
     #: Temperature of the set-wise contrastive term of ranking (ours). The term and the
     #: BCE share one task logit, and softmax(s / T) is minimised at within-group gaps of
@@ -117,6 +121,10 @@ class ModelConfig:
         small = [n for n in VOCABS if getattr(self, n) < 2]
         if small:  # bucket 0 is the out-of-vocabulary bucket: ids need at least one more
             raise ValueError(f"ModelConfig: {', '.join(small)} must be at least 2")
+        if self.head_reads_sd and not (
+            self.use_sd and self.backbone == "transformer" and self.mode == "ranking" and self.reasoning == "block"
+        ):
+            raise ValueError("head_reads_sd needs the block ranking head of a transformer with use_sd")
         if self.backbone == "dlrm" and self.num_steps:
             raise ValueError("the DLRM backbone has no reasoning: num_steps must be 0")
         for task, params in self.calibration.items():

@@ -56,19 +56,35 @@ class MultiTaskMLP(nn.Module):
 
 
 class BlockRankingHead(nn.Module):
-    """onePiece ranking: candidate i's hidden state h_{i,k} -> per-task logit s_{i,k}."""
+    """onePiece ranking: candidate i's hidden state h_{i,k} -> per-task logit s_{i,k}.
 
-    def __init__(self, config: ModelConfig) -> None:
+    With ``head_reads_sd`` the MLP also reads the SD input tokens ``sd`` (B, N_SD, d),
+    the same for every candidate and step of a sequence.
+    """
+
+    def __init__(self, config: ModelConfig, n_sd: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(config.d_model)
-        self.tasks = MultiTaskMLP(config.d_model, config.d_model)
+        d = config.d_model
+        self.norm = nn.LayerNorm(d)
+        self.sd_norm = nn.LayerNorm(n_sd * d) if config.head_reads_sd else None
+        self.tasks = MultiTaskMLP(d + (n_sd * d if config.head_reads_sd else 0), d)
 
-    def forward(self, blocks: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.tasks(self.norm(blocks))  # (B, C, S, d) -> task -> (B, C, S)
+    def _inputs(self, blocks: torch.Tensor, sd: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm(blocks)  # (B, C, S, d)
+        if self.sd_norm is None:
+            return h
+        assert sd is not None, "head_reads_sd: pass the SD tokens"
+        request = self.sd_norm(sd.flatten(1))[:, None, None]  # (B, 1, 1, N_SD * d)
+        return torch.cat([h, request.expand(*h.shape[:-1], -1)], dim=-1)
 
-    def at_steps(self, blocks: torch.Tensor, steps: dict[str, int]) -> dict[str, torch.Tensor]:
+    def forward(self, blocks: torch.Tensor, sd: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.tasks(self._inputs(blocks, sd))  # (B, C, S, d) -> task -> (B, C, S)
+
+    def at_steps(
+        self, blocks: torch.Tensor, steps: dict[str, int], sd: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Each task's logits at its step only: (B, C, S, d) -> task -> (B, C)."""
-        return self.tasks.at_steps(self.norm(blocks), steps)
+        return self.tasks.at_steps(self._inputs(blocks, sd), steps)
 
 
 class UserStateHead(nn.Module):

@@ -31,6 +31,7 @@ from onepiece.model.config import ModelConfig
 from onepiece.model.dlrm import DLRMCore
 from onepiece.model.heads import BlockRankingHead, RetrievalHead, UserStateHead
 from onepiece.model.inputs import ModelInputs
+from onepiece.model.masks import SEG_SD
 from onepiece.model.reasoning import BlockSpec, Reasoner
 from onepiece.model.sequence import N_SD, Context, ContextEncoder
 
@@ -57,7 +58,7 @@ class OnePiece(nn.Module):
         elif config.reasoning == "last_token":
             self.head = UserStateHead(config)
         else:
-            self.head = BlockRankingHead(config)
+            self.head = BlockRankingHead(config, N_SD)
 
     @property
     def candidates_in_sequence(self) -> bool:
@@ -77,7 +78,7 @@ class OnePiece(nn.Module):
             ctx = self.encoder(x, with_candidates=True)
             blocks = self.reasoner(ctx.tokens, ctx.roles, self._block(ctx), cached=cached)
             assert isinstance(self.head, BlockRankingHead)
-            return ModelOutput(self.head.at_steps(blocks, task_steps), ctx.cand_valid)
+            return ModelOutput(self.head.at_steps(blocks, task_steps, self._sd_tokens(ctx)), ctx.cand_valid)
         out = self._forward(x, cached)
         out.logits = {task: out.logits[task][..., step] for task, step in task_steps.items()}
         return out
@@ -89,7 +90,7 @@ class OnePiece(nn.Module):
         ctx = self.encoder(x, with_candidates=self.candidates_in_sequence)
         blocks = self.reasoner(ctx.tokens, ctx.roles, self._block(ctx), cached=cached)
         if self.candidates_in_sequence:
-            return ModelOutput(self.head(blocks), ctx.cand_valid)  # blocks (B, C, S, d)
+            return ModelOutput(self.head(blocks, self._sd_tokens(ctx)), ctx.cand_valid)  # blocks (B, C, S, d)
         if isinstance(self.head, RetrievalHead) and self.config.reasoning == "block":
             user = self.head.user_vectors(blocks)  # (B, S, d)
             items = self.encoder.items(x.cand_item_cat, x.cand_item_num)  # (B, C, d)
@@ -100,6 +101,12 @@ class OnePiece(nn.Module):
             return ModelOutput(self.head(user, items), ctx.cand_valid, user, items)
         cands = self.encoder.candidates(x.cand_item_cat, x.cand_item_num)
         return ModelOutput(self.head(user, cands), ctx.cand_valid)
+
+    def _sd_tokens(self, ctx: Context) -> torch.Tensor | None:
+        """The SD input tokens (B, N_SD, d) for a head that reads them (``head_reads_sd``)."""
+        if not self.config.head_reads_sd:
+            return None
+        return ctx.tokens[:, ctx.roles.segment[0] == SEG_SD]
 
     def _block(self, ctx: Context) -> BlockSpec:
         roles = ctx.roles

@@ -219,3 +219,36 @@ def test_trim_padding_cuts_to_the_longest_real_length():
     assert cut.user_cat is x.user_cat
     empty = tensorize(contexts_table(random_rows(1, seed=12))[:0], config, fixed_shape=True)
     assert empty.trim_padding().ih_item_cat.shape == (0, 1, 3)
+
+
+def test_a_head_that_reads_sd_sees_the_request_directly():
+    """``head_reads_sd`` (a diagnostic): the head reads the user and query tokens itself."""
+    model, config = _model(head_reads_sd=True)
+    x = tensorize(contexts_table(random_rows(5, seed=13)), config)
+    whole, chunked = score(model, x, chunk_size=0), score(model, x, chunk_size=2, cached=False)
+    with torch.no_grad():
+        out = model(x)
+    steps = config.task_steps()
+    for task in TASKS:  # score() reads the same logits as forward(), chunked or not
+        torch.testing.assert_close(chunked[task], whole[task], atol=1e-5, rtol=1e-5)
+        expected = torch.sigmoid(out.logits[task][..., steps[task]]) * out.cand_valid
+        torch.testing.assert_close(whole[task], expected, atol=1e-5, rtol=1e-5)
+    # Blind the head to the candidates' states: what is left is the request alone, the
+    # same for every candidate of a request and different between users.
+    with torch.no_grad():
+        model.head.tasks.hidden.weight[:, : config.d_model] = 0
+        logits = model(x).logits["click"][..., 0]  # (B, C)
+        other_user = ModelInputs(**(x.tensors() | {"user_cat": x.user_cat + 1}))
+        moved = model(other_user).logits["click"][..., 0]
+    valid = out.cand_valid
+    for row in range(x.batch_size):
+        assert float(logits[row][valid[row]].std(unbiased=False)) < 1e-5
+    assert float((moved - logits)[valid].abs().max()) > 1e-4
+
+
+def test_head_reads_sd_needs_sd_and_the_block_head():
+    from onepiece.model import variant_config
+
+    for bad in ({"use_sd": False}, {"backbone": "dlrm", "num_steps": 0}, {"reasoning": "last_token"}):
+        with pytest.raises(ValueError, match="head_reads_sd"):
+            variant_config("onepiece", head_reads_sd=True, **bad)
