@@ -43,6 +43,10 @@ class ModelConfig:
     #: per step; candidates are then scored against that per-step user state by an MLP.
     reasoning: Literal["block", "last_token"] = "block"
     num_steps: int = 3  # K; 0 means no reasoning (B_0 only)
+    #: (ours, a diagnostic; not the paper's design) The block ranking head also reads the
+    #: user and query input tokens beside each candidate's state, as DLRM's head does,
+    #: instead of only what the candidate fetched from them by attention.
+    head_reads_sd: bool = False
 
     # --- context engineering -------------------------------------------------------
     use_side_info: bool = True  # item/user/query side features; False = ids only
@@ -59,10 +63,6 @@ class ModelConfig:
 
     # --- supervision -------------------------------------------------------------------
     supervision: Literal["progressive", "last_step"] = "progressive"
-    #: (ours, a diagnostic; not the paper's design) The block ranking head also reads the
-    #: user and query input tokens beside each candidate's state, as DLRM's head does,
-    #: instead of only what the candidate fetched from them by attention.
-    head_reads_sd: bool = False
     progressive_steps: dict[str, int] = field(default_factory=lambda: dict(PROGRESSIVE_STEPS))
     #: Temperature of the set-wise contrastive term of ranking (ours). The term and the
     #: BCE share one task logit, and softmax(s / T) is minimised at within-group gaps of

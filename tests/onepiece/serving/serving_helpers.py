@@ -1,4 +1,4 @@
-"""Helpers for the serving tests: tiny checkpoints and synthetic context rows."""
+"""Helpers for the serving tests: tiny checkpoints, synthetic context rows, a doubling model."""
 
 from __future__ import annotations
 
