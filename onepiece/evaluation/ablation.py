@@ -33,6 +33,7 @@ from onepiece.evaluation.anchor_signal import AnchorSignal, anchor_membership, a
 from onepiece.evaluation.captured import CapturedParts, captured_parts
 from onepiece.evaluation.offsets import SCALES, OffsetProfile, offset_profile
 from onepiece.evaluation.significance import Difference, bootstrap_aucs, paired_difference
+from onepiece.training.config import TrainConfig  # stdlib only: cheap at import
 
 
 @dataclass(frozen=True)
@@ -210,10 +211,8 @@ def training_seeds(cfg: AblationConfig) -> tuple[int, ...]:
     return tuple(range(cfg.seed, cfg.seed + cfg.seeds))
 
 
-def row_train_config(cfg: AblationConfig, seed: int) -> Any:
+def row_train_config(cfg: AblationConfig, seed: int) -> TrainConfig:
     """The ``TrainConfig`` every row trains with under training seed ``seed``."""
-    from onepiece.training.config import TrainConfig
-
     return TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
         warmup_steps=cfg.warmup_steps, seed=seed, patience=cfg.patience, max_unexposed=cfg.max_unexposed,
