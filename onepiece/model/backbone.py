@@ -35,6 +35,18 @@ class KVCache:
         self.keys: list[torch.Tensor | None] = [None] * n_layers  # (B, h, N, dh)
         self.values: list[torch.Tensor | None] = [None] * n_layers
 
+    def gathered(self, index: torch.Tensor) -> KVCache:
+        """A cache for len(index) sequences whose first ``length`` positions are this
+        cache's sequences ``index`` [G]: a request's context, encoded once, becomes the
+        prefix of each of its candidate groups (one copy of its keys and values per group;
+        the group's own rows then go in after it, with the same capacity)."""
+        out = KVCache(len(self.projections), self.capacity)
+        out.length = self.length
+        for store, into in ((self.projections, out.projections), (self.keys, out.keys), (self.values, out.values)):
+            for layer, t in enumerate(store):
+                into[layer] = None if t is None else t.index_select(0, index)
+        return out
+
     @staticmethod
     def projects_in_place(x: torch.Tensor) -> bool:
         """Whether :meth:`project` serves this forward (no autograd, no autocast)."""

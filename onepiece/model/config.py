@@ -60,6 +60,12 @@ class ModelConfig:
     # --- attention mask ------------------------------------------------------------
     causal: bool = False  # causal over the context (baselines / ablation)
     candidates_visible: bool = True  # candidates (and their reasoning tokens) see each other
+    #: The paper's bidirectional ranking mask lets the context (IH, PA, SD) attend to the
+    #: candidates of its group, so every group of a request needs its own pass over the
+    #: context. False (ours; docs section 9): the context never sees candidate-derived
+    #: positions, its keys and values are the same for every group of a request, and the
+    #: model encodes it once per request (``ModelInputs.group_context``).
+    context_sees_candidates: bool = True
 
     # --- supervision -------------------------------------------------------------------
     supervision: Literal["progressive", "last_step"] = "progressive"
@@ -137,6 +143,17 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig.calibration[{task!r}]: scale must be positive and both finite, got {params}"
                 )
+
+    @property
+    def shares_context(self) -> bool:
+        """Whether the context's keys and values are the same for every candidate group of
+        a request, so the shared-context layout (``ModelInputs.group_context``) encodes it
+        once: candidates are tokens of the sequence (a transformer ranking with block
+        reasoning) and the mask keeps the context blind to them (without
+        ``context_sees_candidates``, or because candidates are invisible to all but their
+        own slot, or because they come after the context in a causal mask)."""
+        in_sequence = self.backbone == "transformer" and self.mode == "ranking" and self.reasoning == "block"
+        return in_sequence and (not self.context_sees_candidates or not self.candidates_visible or self.causal)
 
     @property
     def num_outputs(self) -> int:

@@ -171,10 +171,47 @@ class ModelInputs:
     cand_len: torch.Tensor
     request_row: torch.Tensor | None = None
     cand_flat_index: torch.Tensor | None = None
+    #: None: the per-sequence layout (every tensor has one row per sequence). Set: the
+    #: shared-context layout: the context tensors (``CONTEXT_TENSORS``) have one row per
+    #: request (R), the candidate tensors, ``request_row`` and ``cand_flat_index`` one row
+    #: per candidate group (G), and ``group_context`` [G] int64 is the context row of
+    #: each group. A model whose context never sees the candidates encodes each context
+    #: once (``OnePiece``); ``sequences()`` gives the per-sequence layout of the same input.
+    group_context: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
+        """Sequences in the per-sequence layout; contexts (requests) in the shared one."""
         return int(self.user_cat.shape[0])
+
+    @property
+    def n_groups(self) -> int:
+        """Candidate groups (= sequences in the per-sequence layout)."""
+        return int(self.cand_item_cat.shape[0])
+
+    def sequences(self) -> ModelInputs:
+        """The per-sequence layout: every group with its own copy of its context."""
+        if self.group_context is None:
+            return self
+        index = self.group_context
+        copies = {name: getattr(self, name).index_select(0, index) for name in CONTEXT_TENSORS}
+        return dataclasses.replace(self, **copies, group_context=None)
+
+    def contexts(self, rows: torch.Tensor) -> tuple[ModelInputs, torch.Tensor]:
+        """Shared layout: the contexts ``rows`` [r] (in that order) with all their groups,
+        and the indices of those groups in ``self`` (grouped by context, in ``rows``
+        order; a group keeps its order within its context)."""
+        assert self.group_context is not None, "contexts() is for the shared-context layout"
+        new_row = torch.full((self.batch_size,), -1, dtype=torch.long, device=rows.device)
+        new_row[rows] = torch.arange(len(rows), device=rows.device)
+        of_group = new_row[self.group_context]
+        groups = torch.nonzero(of_group >= 0).flatten()
+        groups = groups[torch.argsort(of_group[groups], stable=True)]
+        picked = {name: getattr(self, name).index_select(0, rows) for name in CONTEXT_TENSORS}
+        for name in (*GROUP_TENSORS, "request_row", "cand_flat_index"):
+            value = getattr(self, name)
+            picked[name] = None if value is None else value.index_select(0, groups)
+        return ModelInputs(**picked, group_context=of_group[groups]), groups
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The named input tensors, in TENSOR_SPECS order."""
@@ -204,7 +241,10 @@ class ModelInputs:
         return ModelInputs(**moved)
 
     def select(self, rows: torch.Tensor | slice) -> ModelInputs:
-        """The sequences ``rows`` (an index tensor, or a slice for views)."""
+        """The sequences ``rows`` (an index tensor, or a slice for views); per-sequence
+        layout only (the shared layout selects with ``contexts()``)."""
+        if self.group_context is not None:
+            raise ValueError("select() needs the per-sequence layout: use contexts() or sequences()")
         picked = {
             f.name: (v[rows] if isinstance(v, torch.Tensor) else v)
             for f in dataclasses.fields(self)
@@ -243,6 +283,10 @@ class ModelInputs:
         key = self.ih_len[:, 0] * (self.pa_item_cat.shape[1] + 1) + self.pa_len[:, 0]
         return torch.argsort(key, stable=True)
 
+
+#: The tensors of a request's context, and those of one candidate group.
+GROUP_TENSORS: Final = ("cand_item_cat", "cand_item_num", "cand_len")
+CONTEXT_TENSORS: Final = tuple(name for name in TENSOR_SPECS if name not in GROUP_TENSORS)
 
 #: Each length tensor and the tensors it pads (along dim 1); ``trim_padding`` cuts them.
 PADDED_SEGMENTS: Final[dict[str, tuple[str, ...]]] = {
@@ -500,11 +544,15 @@ def tensorize(
     *,
     fixed_shape: bool = False,
     shuffle_seed: int | None = None,
+    shared_context: bool = False,
     source: str = "<contexts>",
 ) -> ModelInputs:
     """Turn context rows (``CONTEXTS_SCHEMA``; extra columns ignored) into model inputs.
 
-    One sequence per group of at most C candidates (see the module docstring). With
+    One sequence per group of at most C candidates (see the module docstring); with
+    ``shared_context`` the same groups in the shared-context layout instead
+    (``ModelInputs.group_context``): each request's context tensorized once, requests
+    without candidates left out. With
     ``fixed_shape`` every variable dimension is padded to its configured maximum
     (IH ``ih_max_len``, PA ``3 * (pa_per_group + 2)``, candidates C, query pieces
     ``query_max_pieces``) so that batches from different calls concatenate (Triton
@@ -528,7 +576,12 @@ def tensorize(
     cand, request_row, flat_index = _candidate_groups(
         contexts, config, fixed_shape, shuffle_seed, source
     )
-    tensors = {name: per_row[name][request_row] for name in per_row} | cand
+    group_context = None
+    if shared_context:
+        rows, group_context = np.unique(request_row, return_inverse=True)
+        tensors = {name: per_row[name][rows] for name in per_row} | cand
+    else:
+        tensors = {name: per_row[name][request_row] for name in per_row} | cand
     out = {
         name: torch.from_numpy(np.ascontiguousarray(tensors[name], dtype=spec.dtype))
         for name, spec in TENSOR_SPECS.items()
@@ -537,6 +590,7 @@ def tensorize(
         **out,
         request_row=torch.from_numpy(request_row.astype(np.int64)),
         cand_flat_index=torch.from_numpy(flat_index.astype(np.int64)),
+        group_context=None if group_context is None else torch.from_numpy(group_context.astype(np.int64)),
     )
 
 

@@ -15,7 +15,12 @@ Rules (a query may attend to a key when all hold):
   with ``candidates_visible`` everything may see them (bidirectional context including
   CIS); otherwise only positions of the SAME candidate slot see them, so one
   candidate's score does not depend on the others;
-* ``causal``: the key does not come after the query in the sequence.
+* ``causal``: the key does not come after the query in the sequence;
+* without ``context_sees_candidates``, context positions (``slot < 0``: IH, PA, SD)
+  never see candidate-derived keys. The context's keys and values then do not depend
+  on the candidates, so one request's context can be encoded once and shared by all its
+  candidate groups (``OnePiece`` shared-context layout); candidates still see the whole
+  context and, with ``candidates_visible``, each other within their group.
 
 The structural fields (segment, block, slot, index) are the same for every sequence of
 a batch, so they are kept with batch dimension 1 and only ``valid`` is per sequence: the
@@ -62,26 +67,42 @@ class Roles:
         return int(self.segment.shape[1])
 
 
-def allowed(q: Roles, k: Roles, *, causal: bool, candidates_visible: bool) -> torch.Tensor:
+def allowed(
+    q: Roles, k: Roles, *, causal: bool, candidates_visible: bool, context_sees_candidates: bool = True
+) -> torch.Tensor:
     """Boolean structure (1 or B, Nq, Nk) before padding: True = may attend."""
     qi = lambda t: t[:, :, None]  # noqa: E731  (., Nq, 1)
     ki = lambda t: t[:, None, :]  # noqa: E731  (., 1, Nk)
     ok = ki(k.block) <= qi(q.block)
     if not candidates_visible:
         ok = ok & ((ki(k.slot) < 0) | (ki(k.slot) == qi(q.slot)))
+    if not context_sees_candidates:
+        ok = ok & ((ki(k.slot) < 0) | (qi(q.slot) >= 0))
     if causal:
         ok = ok & (ki(k.index) <= qi(q.index))
     return ok
 
 
 def attention_mask(
-    q: Roles, k: Roles, *, causal: bool, candidates_visible: bool, dtype: torch.dtype = torch.float32
+    q: Roles,
+    k: Roles,
+    *,
+    causal: bool,
+    candidates_visible: bool,
+    context_sees_candidates: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor | None:
     """Additive mask for scaled_dot_product_attention (0 = attend), broadcastable to
     (B, 1, Nq, Nk): (1|B, 1, Nq, Nk) with a structural restriction, (B, 1, 1, Nk) with
     key padding only, None when every query may attend to every key."""
     return cut_masks(
-        q, k, [(slice(None), k.length)], causal=causal, candidates_visible=candidates_visible, dtype=dtype
+        q,
+        k,
+        [(slice(None), k.length)],
+        causal=causal,
+        candidates_visible=candidates_visible,
+        context_sees_candidates=context_sees_candidates,
+        dtype=dtype,
     )[0]
 
 
@@ -92,13 +113,16 @@ def cut_masks(
     *,
     causal: bool,
     candidates_visible: bool,
+    context_sees_candidates: bool = True,
     dtype: torch.dtype = torch.float32,
 ) -> list[torch.Tensor | None]:
     """``attention_mask`` of each (query rows, first n keys) cut of (q, k), from one
     structure and one padding computation: the masks of the cached reasoning steps (block
     k's rows against the keys up to block k). A cut without a structural restriction gets
     the key padding alone (a view) or None, like ``attention_mask``."""
-    structure = allowed(q, k, causal=causal, candidates_visible=candidates_visible)
+    structure = allowed(
+        q, k, causal=causal, candidates_visible=candidates_visible, context_sees_candidates=context_sees_candidates
+    )
     padding = None
     if not bool(k.valid.all()):
         padding = torch.zeros(k.valid.shape, dtype=dtype, device=structure.device)

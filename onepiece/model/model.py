@@ -18,6 +18,7 @@ candidate or per token; the only loop is over the K reasoning steps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -27,13 +28,24 @@ from torch import nn
 from onepiece.contract.schemas import TASKS
 from onepiece.model import calibration
 from onepiece.model.allocator import retain_freed_memory
+from onepiece.model.backbone import KVCache
 from onepiece.model.config import ModelConfig
 from onepiece.model.dlrm import DLRMCore
 from onepiece.model.heads import BlockRankingHead, RetrievalHead, UserStateHead
 from onepiece.model.inputs import ModelInputs
-from onepiece.model.masks import SEG_SD
+from onepiece.model.masks import SEG_SD, Roles
 from onepiece.model.reasoning import BlockSpec, Reasoner
 from onepiece.model.sequence import N_SD, Context, ContextEncoder
+
+
+@dataclass
+class SharedContext:
+    """R contexts encoded once: every layer's keys and values, the contexts' roles, and
+    the SD input tokens for a head that reads them (``head_reads_sd``)."""
+
+    cache: KVCache
+    roles: Roles
+    sd: torch.Tensor | None
 
 
 @dataclass
@@ -65,13 +77,58 @@ class OnePiece(nn.Module):
         c = self.config
         return c.backbone == "transformer" and c.mode == "ranking" and c.reasoning == "block"
 
+    @property
+    def shares_context(self) -> bool:
+        """``ModelConfig.shares_context``: each request's context can be encoded once."""
+        return self.config.shares_context
+
+    def encode_contexts(self, x: ModelInputs, room: int) -> SharedContext:
+        """Shared-context layout: each of x's R contexts through every layer once, with
+        ``room`` cache positions for a group's candidates and reasoning blocks."""
+        assert self.shares_context, f"{self.config.name}: the context sees the candidates"
+        ctx = self.encoder(x, with_candidates=False)
+        cache = self.reasoner.encode_context(ctx.tokens, ctx.roles, room)
+        return SharedContext(cache, ctx.roles, self._sd_tokens(ctx))
+
+    def score_groups(
+        self,
+        shared: SharedContext,
+        x: ModelInputs,
+        groups: slice | torch.Tensor = slice(None),
+        task_steps: dict[str, int] | None = None,
+    ) -> ModelOutput:
+        """Shared-context layout: x's candidate groups ``groups`` against their contexts,
+        encoded once in ``shared`` (``encode_contexts(x)``); logits as ``forward``'s."""
+        cands = dataclasses.replace(
+            x,
+            cand_item_cat=x.cand_item_cat[groups],
+            cand_item_num=x.cand_item_num[groups],
+            cand_len=x.cand_len[groups],
+        )
+        assert x.group_context is not None
+        group_context = x.group_context[groups]
+        tokens, cand_valid = self.encoder.candidate_tokens(cands)
+        blocks = self.reasoner.forward_groups(shared.cache, shared.roles, group_context, tokens, cand_valid)
+        sd = None if shared.sd is None else shared.sd.index_select(0, group_context)
+        assert isinstance(self.head, BlockRankingHead)
+        if task_steps is None:
+            return ModelOutput(self.head(blocks, sd), cand_valid)
+        return ModelOutput(self.head.at_steps(blocks, task_steps, sd), cand_valid)
+
     def forward(
         self, x: ModelInputs, *, cached: bool = True, task_steps: dict[str, int] | None = None
     ) -> ModelOutput:
         """Per-task logits for every candidate slot at every step; ``cached=False`` runs
         the reasoning steps without the KV cache (the reference path). With ``task_steps``
         (``score()``) each task's logits are (B, C) at its step only, and the block ranking
-        head computes only those."""
+        head computes only those. Inputs in the shared-context layout
+        (``x.group_context``) give one row per group; a model that ``shares_context``
+        encodes each context once (cached), any other runs ``x.sequences()``."""
+        if x.group_context is not None:
+            if self.shares_context and cached:
+                room = x.cand_item_cat.shape[1] * (self.config.num_steps + 1)
+                return self.score_groups(self.encode_contexts(x, room), x, task_steps=task_steps)
+            x = x.sequences()
         if task_steps is None:
             return self._forward(x, cached)
         if self.candidates_in_sequence:
@@ -137,7 +194,11 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 #: Sequences per forward inside score(): small chunks keep the (tokens x 4d) FFN
 #: activations in cache; on this CPU 32 and 64 sequences cost the least CPU time per
 #: candidate (8 and 256 cost 1.15x and 1.25x more; measured with ``allocator`` on).
+#: In the shared-context layout: contexts encoded per forward.
 SCORE_CHUNK = 32
+#: Shared-context layout: candidate groups per forward against the encoded contexts (a
+#: micro-batch: a 2,000-candidate request never needs one tensor for all its groups).
+GROUP_CHUNK = 64
 
 
 def score(
@@ -145,10 +206,12 @@ def score(
     inputs: ModelInputs,
     *,
     chunk_size: int = SCORE_CHUNK,
+    group_chunk: int = GROUP_CHUNK,
     cached: bool = True,
     trim: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Task probabilities per candidate slot: task name -> (B, C) float32, 0 at padding.
+    """Task probabilities per candidate slot: task name -> (B, C) float32, 0 at padding
+    (B = the groups, one row each, in either layout).
 
     Each task is read from the step that supervises it (``config.task_steps()``). Runs
     under ``torch.inference_mode()`` in eval mode (the previous mode is restored), with
@@ -162,34 +225,53 @@ def score(
     padded back to C and put back in the input order; ``trim=False`` is the reference.
     Each head's logit goes through the config's Platt map first (``config.calibration``;
     none: the raw head output).
+
+    Inputs in the shared-context layout (``inputs.group_context``) scored by a model that
+    ``shares_context`` (and ``cached``): each chunk of ``chunk_size`` contexts is encoded
+    once, and its groups go against it in micro-batches of ``group_chunk``. Any other
+    model scores ``inputs.sequences()``.
     """
     device = next(model.parameters()).device
     if device.type == "cpu":
         retain_freed_memory()
+    if inputs.group_context is not None and not (model.shares_context and cached):
+        inputs = inputs.sequences()
     steps = model.config.task_steps()
+    shared = inputs.group_context is not None
     b, width = inputs.batch_size, inputs.cand_item_cat.shape[1]
     size = chunk_size if chunk_size > 0 else max(b, 1)
-    order = inputs.length_order() if trim and b > size else None
-    if order is not None:
-        inputs = inputs.select(order)
-    parts: dict[str, list[torch.Tensor]] = {task: [] for task in TASKS}
+    order = inputs.length_order() if trim and (shared or b > size) else None
+    probs = {task: torch.zeros(inputs.n_groups, width) for task in TASKS}
+    calibrated = model.config.calibration
+
+    def put(out: ModelOutput, rows: torch.Tensor | slice) -> None:
+        cut = out.cand_valid.shape[1]  # candidate slots left after trimming
+        for task in TASKS:
+            logit = calibration.apply(out.logits[task].float(), calibrated.get(task))  # (g, C')
+            probs[task][rows, :cut] = (torch.sigmoid(logit) * out.cand_valid).cpu()
+
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), _autocast(device):
             for start in range(0, max(b, 1), size):
-                chunk = inputs.rows(start, min(start + size, b))
+                stop = min(start + size, b)
+                if shared:
+                    rows = order[start:stop] if order is not None else torch.arange(start, stop)
+                    chunk, groups = inputs.contexts(rows)
+                    chunk = (chunk.trim_padding() if trim else chunk).to(device)
+                    room = chunk.cand_item_cat.shape[1] * (model.config.num_steps + 1)
+                    context = model.encode_contexts(chunk, room)
+                    step = group_chunk if group_chunk > 0 else max(chunk.n_groups, 1)
+                    for first in range(0, chunk.n_groups, step):
+                        part = slice(first, first + step)
+                        put(model.score_groups(context, chunk, part, steps), groups[part])
+                    continue
+                rows = order[start:stop] if order is not None else slice(start, stop)
+                chunk = inputs.select(rows) if order is not None else inputs.rows(start, stop)
                 if trim:
                     chunk = chunk.trim_padding()
-                out = model(chunk.to(device), cached=cached, task_steps=steps)
-                cut = width - out.cand_valid.shape[1]  # candidate slots trimmed away
-                for task in TASKS:
-                    logit = out.logits[task].float()  # (b, C')
-                    logit = calibration.apply(logit, model.config.calibration.get(task))
-                    parts[task].append(F.pad(torch.sigmoid(logit) * out.cand_valid, (0, cut)))
+                put(model(chunk.to(device), cached=cached, task_steps=steps), rows)
     finally:
         model.train(was_training)
-    probs = {task: torch.cat(p) for task, p in parts.items()}
-    if order is not None:  # back to the input order
-        probs = {task: torch.empty_like(p).index_copy_(0, order.to(p.device), p) for task, p in probs.items()}
     return probs

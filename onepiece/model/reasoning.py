@@ -13,6 +13,7 @@ the context blind to every block and block k blind to block k+1, so:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from onepiece.model.backbone import Backbone, KVCache
 from onepiece.model.config import ModelConfig
-from onepiece.model.masks import SEG_REASON, Roles, attention_mask, cut_masks
+from onepiece.model.masks import SEG_CAND, SEG_REASON, Roles, attention_mask, cut_masks
 
 
 @dataclass
@@ -41,24 +42,19 @@ class Reasoner(nn.Module):
         self.backbone = Backbone(config)
         self.rpe = nn.Embedding(max(config.num_steps, 1), config.d_model)  # E_rpe[k], k >= 1
 
+    def _rules(self) -> dict[str, bool]:
+        c = self.config
+        return {
+            "causal": c.causal,
+            "candidates_visible": c.candidates_visible,
+            "context_sees_candidates": c.context_sees_candidates,
+        }
+
     def _mask(self, q: Roles, k: Roles, like: torch.Tensor) -> torch.Tensor | None:
-        return attention_mask(
-            q,
-            k,
-            causal=self.config.causal,
-            candidates_visible=self.config.candidates_visible,
-            dtype=like.dtype,
-        )
+        return attention_mask(q, k, **self._rules(), dtype=like.dtype)
 
     def _step_masks(self, q: Roles, k: Roles, cuts: list[tuple[slice, int]], like: torch.Tensor) -> list:
-        return cut_masks(
-            q,
-            k,
-            cuts,
-            causal=self.config.causal,
-            candidates_visible=self.config.candidates_visible,
-            dtype=like.dtype,
-        )
+        return cut_masks(q, k, cuts, **self._rules(), dtype=like.dtype)
 
     def _block_roles(self, spec: BlockSpec, start: int) -> Roles:
         """Roles of all K reasoning blocks, positions start .. start + K*M - 1."""
@@ -80,9 +76,58 @@ class Reasoner(nn.Module):
         k_steps, m, n = self.config.num_steps, spec.slot.shape[1], roles.length
         cache = KVCache(len(self.backbone.layers), n + k_steps * m) if cached and k_steps else None
         # B_0 (B, M, d): the base pass's last layer runs only the block positions' rows
-        blocks = [self.backbone(tokens, self._mask(roles, roles, tokens), cache, spec.positions)]
+        b0 = self.backbone(tokens, self._mask(roles, roles, tokens), cache, spec.positions)
+        return self._reason(b0, tokens, roles, spec, cache)
+
+    def encode_context(self, tokens: torch.Tensor, roles: Roles, room: int) -> KVCache:
+        """The shared-context layout's first half: the context alone (R, Nctx, d) through
+        every layer, for its keys and values only (the last layer computes no query row),
+        in a cache with ``room`` free positions for a group's candidates and reasoning
+        blocks. Exact when the context never sees candidate-derived positions."""
+        cache = KVCache(len(self.backbone.layers), roles.length + room)
+        none = torch.zeros((1, 0), dtype=torch.long, device=tokens.device)
+        self.backbone(tokens, self._mask(roles, roles, tokens), cache, none)
+        return cache
+
+    def forward_groups(
+        self,
+        context: KVCache,
+        context_roles: Roles,
+        group_context: torch.Tensor,
+        cands: torch.Tensor,
+        cand_valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """The second half: candidate groups (G, C, d) against the cached keys and values
+        of their contexts (``group_context`` [G] rows of ``context``): the C candidate rows
+        and then each reasoning block's C rows, as in the per-sequence cached path
+        -> (G, C, K+1, d). ``context_roles`` are the R contexts' roles."""
+        n, c = context_roles.length, cands.shape[1]
+        assert context.capacity >= n + c * (self.config.num_steps + 1), "encode_context: too little room"
+        cache = context.gathered(group_context)
+        device = cands.device
+        slot = torch.arange(c, device=device)[None]  # (1, C)
+        cand_roles = Roles(
+            segment=torch.full_like(slot, SEG_CAND),
+            block=torch.zeros_like(slot),
+            slot=slot,
+            valid=cand_valid,
+            index=n + slot,
+        )
+        roles = dataclasses.replace(context_roles, valid=context_roles.valid.index_select(0, group_context))
+        roles = roles.cat(cand_roles)
+        b0 = self.backbone(cands, self._mask(cand_roles, roles, cands), cache)  # (G, C, d)
+        return self._reason(b0, None, roles, BlockSpec(n + slot, slot, cand_valid), cache)
+
+    def _reason(
+        self, b0: torch.Tensor, tokens: torch.Tensor | None, roles: Roles, spec: BlockSpec, cache: KVCache | None
+    ) -> torch.Tensor:
+        """[B_0, ..., B_K] (B, M, K+1, d): the K steps after the base pass, against the
+        ``cache`` of the base sequence (``roles``) or, without it, re-running ``tokens``."""
+        k_steps, m, n = self.config.num_steps, spec.slot.shape[1], roles.length
+        blocks = [b0]
         if not k_steps:
             return torch.stack(blocks, dim=2)  # (B, M, 1, d)
+        tokens = b0 if tokens is None else tokens  # only the dtype is read when cached
         # The masks of every step, before the loop: step k's query rows (block k, or the
         # whole sequence up to it without the cache) against the keys up to block k.
         block_roles = self._block_roles(spec, n)

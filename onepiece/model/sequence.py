@@ -103,6 +103,13 @@ class ContextEncoder(nn.Module):
         query = self.query_adapter(x.query_cat, x.query_pieces, x.query_num)
         return torch.stack([user, query], dim=1) + self.sd_position.weight[None]
 
+    def candidate_tokens(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate tokens as the sequence's CIS segment carries them (G, C, d), and
+        their validity (G, C): for the shared-context layout, where they follow a cached
+        context instead of being concatenated to it."""
+        valid = _length_mask(x.cand_len, x.cand_item_cat.shape[1])
+        return self.candidates(x.cand_item_cat, x.cand_item_num) + self.segment.weight[SEG_CAND], valid
+
     def forward(self, x: ModelInputs, with_candidates: bool) -> Context:
         config = self.config
         segments: list[tuple[int, torch.Tensor, torch.Tensor, bool]] = []  # seg, tok, valid, cand

@@ -25,6 +25,9 @@ _CHANGES: Final[dict[str, dict[str, Any]]] = {
     # ranking ablation
     "onepiece_causal": {"causal": True},
     "onepiece_invisible": {"candidates_visible": False},
+    # ours (docs section 9): the context never sees the candidates, so it is encoded once
+    # per request and shared by all its groups (serving cost); candidates stay visible
+    "onepiece_shared": {"context_sees_candidates": False},
     "onepiece_k0": {"num_steps": 0},
     "onepiece_k1": {"num_steps": 1},
     "onepiece_k2": {"num_steps": 2},

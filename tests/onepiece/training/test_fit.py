@@ -77,3 +77,40 @@ def test_the_cosine_schedule_warms_up_then_decays_to_zero(tiny_split, tiny_model
     assert [lr_factor(constant, i) for i in (0, 3, 50)] == [0.25, 1.0, 1.0]
     with pytest.raises(ValueError, match="steps_per_epoch"):
         FitSettings(epochs=2, lr=1e-2, lr_schedule="cosine")
+
+
+def test_a_shared_context_model_trains_on_whole_requests(tiny_split, tiny_model) -> None:
+    """Without ``context_sees_candidates`` an epoch's batches are whole requests in the
+    shared-context layout: every kept candidate once, in groups of at most C, about
+    batch_size groups a batch, each request's context once; seeded like the others."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from onepiece.training.groups import sample_candidates
+
+    rows = tiny_split[0].slice(0, 40)
+    config = variant_config("onepiece_shared", **tiny_model)
+    sampling = TrainConfig(batch_size=16, max_unexposed=5)
+    batches = list(epoch_batches(rows, config, sampling, 1))
+    assert all(b.inputs.group_context is not None for b in batches)
+    keep = sample_candidates(rows, np.random.default_rng([sampling.seed, 1]), sampling.max_unexposed)
+    flat_ids = pc.list_flatten(rows["cand_item_id"]).to_numpy()
+    parents = np.asarray(pc.list_parent_indices(rows["cand_item_id"]))
+    kept = sorted(zip(rows["request_id"].to_numpy(zero_copy_only=False)[parents[keep]], flat_ids[keep]))
+    seen, contexts = [], 0
+    for b in batches:
+        x = b.inputs
+        assert x.n_groups <= sampling.batch_size + 200 // config.group_size
+        assert len(torch.unique(x.group_context)) == x.batch_size  # each context once
+        assert int(x.cand_len.max()) <= config.group_size
+        contexts += x.batch_size
+        valid = x.cand_flat_index >= 0
+        seen += [int(i) for i in x.cand_item_cat[..., 0][valid]]
+        assert b.labels["click"].shape == x.cand_flat_index.shape
+    assert sorted(seen) == sorted(int(i) for _, i in kept)
+    assert contexts == len({r for r, _ in kept})
+    again = list(epoch_batches(rows, config, sampling, 1))
+    assert all(torch.equal(a.inputs.cand_item_cat, b.inputs.cand_item_cat) for a, b in zip(batches, again))
+    result = fit(config, FitSettings(epochs=1, lr=1e-2, patience=1, threads=1),
+                 lambda epoch: epoch_batches(rows, config, sampling, epoch), lambda model: Score("auc", 0.5))
+    assert np.isfinite(result.history["steps"][-1]["loss"])
