@@ -175,12 +175,10 @@ def shared_context(checkpoint: Path, contexts: pa.Table, threads: int) -> dict:
         "sequence_ms_with_context": round(full * 1e3, 3),
         "sequence_ms_without_context": round(without * 1e3, 3),
         "shared_context_upper_bound_speedup": round(now / shared, 2),
-        # Why it is not done for the product model: with candidates_visible (the paper's
-        # best ranking setting) the context tokens attend to the candidates of their group
-        # (bidirectional over IH, PA, SD and CIS), so from the first layer on the context's
-        # hidden states differ per group and cannot be computed once per request. Only the
-        # invisible-candidates mask (an ablation row) would allow it.
-        "shared_context_exact_for_product_mask": not model.config.candidates_visible,
+        # With the paper's mask (context_sees_candidates, candidates visible) the context
+        # attends to the candidates of its group, so it cannot be computed once per
+        # request; ModelConfig.shares_context says when it can (benchmarks/shared_context.py).
+        "shared_context_exact_for_product_mask": model.config.shares_context,
     }
 
 

@@ -13,13 +13,13 @@
   RemoteModelHandler subclass, dead letters, atomic publish); beam_jobs/score_candidates.py
   and ``onepiece score`` run it.
 
-Shared context between the candidate groups of a request (issue item 5) is NOT done, on
-purpose: with the product mask (``candidates_visible``, the paper's best ranking setting)
-context tokens attend to the candidates of their own group, so from the first layer on a
-context's hidden states differ per group and no per-request cache is exact. Only the
-"invisible candidates" ablation mask would allow computing the context once per request.
-benchmarks/triton_scoring.py measures what it would be worth (a sequence with its
-context against the same candidates without it) and reports the upper-bound speed-up.
+Shared context between the candidate groups of a request: with the paper's mask the
+context attends to the candidates of its group, so no per-request cache is exact. A model
+trained with ``context_sees_candidates`` off (the ``onepiece_shared`` variant) has a
+context blind to the candidates; ``onepiece.model`` then encodes each request's context
+once and scores all its groups against it in process (``ModelInputs.group_context``,
+``benchmarks/shared_context.py``). The Triton tensor contract and the Beam scoring job
+still send one sequence per group (issue 18's next slice).
 
 Submodules are imported on demand: this package imports nothing heavy.
 """
