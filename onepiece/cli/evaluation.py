@@ -84,16 +84,18 @@ def ablation_command(
     noise), orderings.json, seeds.json (every seed's rows), test_scores.parquet (every row's
     click scores of the exposed test candidates), offsets.json (each row's click AUC split into
     request level and order within requests), anchors.json (the click AUC that membership in
-    the request's preference anchors still adds to each row), with a generated world
+    the request's preference anchors still adds to each row), gbdt_importance.json (the gbdt
+    row's click model: the gain of each hand feature), with a generated world
     captured.json (what each row's click logit reproduces of each term of the world's
     utility) and a bar plot."""
+    import dataclasses
     import json
 
     import pyarrow.parquet as pq
 
     from onepiece import storage
     from onepiece.errors import UserError
-    from onepiece.evaluation import ablation
+    from onepiece.evaluation import ablation, gbdt
     from onepiece.evaluation.anchor_signal import markdown_anchor_signal
     from onepiece.evaluation.captured import markdown_captured
     from onepiece.evaluation.metrics_file import write_json
@@ -118,6 +120,7 @@ def ablation_command(
         ablation.row_train_config(cfg, cfg.seed)
     except ValueError as err:
         raise UserError(f"a training option (--epochs, --lr, --lr-schedule, ...): {err}") from None
+    gbdt_config = gbdt.GBDTConfig()
     with staged_dir(out) as staging:
         if trainset is None:
             if world is None and (Path(storage.data_root(data)) / "world.json").exists():
@@ -129,9 +132,10 @@ def ablation_command(
         test_rows = read_training_rows(trainset / "test")
 
         def report(row: dict, history: dict) -> None:
+            best = (f"best epoch {history['best_epoch']}" if "best_epoch" in history
+                    else f"click trees {history['best_iteration']['click']}")  # the gbdt row
             console.print(
-                f"{row['variant']}: click AUC {row['click_auc']:.4f}, GAUC {row['click_gauc']:.4f} "
-                f"(best epoch {history['best_epoch']})"
+                f"{row['variant']}: click AUC {row['click_auc']:.4f}, GAUC {row['click_gauc']:.4f} ({best})"
             )
 
         reference = None
@@ -143,7 +147,7 @@ def ablation_command(
 
         result = ablation.run_ablation(
             train_rows, test_rows, cfg, chosen, on_row=report, model_overrides=parse_overrides(model_set or []),
-            reference=reference,
+            reference=reference, gbdt_config=gbdt_config,
         )
         rows, claims = result.rows, result.claims
         write_json({"rows": rows}, staging / "ablation.json")
@@ -157,6 +161,12 @@ def ablation_command(
         write_json({v: p.to_json() for v, p in result.offsets.items()}, staging / "offsets.json")
         write_json({"anchors_alone_auc": result.anchors_alone_auc,
                     "rows": {v: a.to_json() for v, a in result.anchor_signal.items()}}, staging / "anchors.json")
+        importance = None
+        if "gbdt" in result.histories:
+            by_seed = {str(s): h["click_importance"] for s, h in result.histories["gbdt"].items()}
+            importance = gbdt.mean_importance(list(by_seed.values()))
+            write_json({"task": "click", "importance_type": "gain", "config": dataclasses.asdict(gbdt_config),
+                        "mean": importance, "by_seed": by_seed}, staging / "gbdt_importance.json")
         if result.captured:
             write_json({"utility_spread": result.utility_spread,
                         "rows": {v: c.to_json() for v, c in result.captured.items()}}, staging / "captured.json")
@@ -171,6 +181,8 @@ def ablation_command(
             ablation.markdown_offsets(result.offsets),
             markdown_anchor_signal(result.anchor_signal, result.anchors_alone_auc),
         ]
+        if importance is not None:
+            text.append(gbdt.markdown_importance(importance))
         if result.captured:
             text.append(markdown_captured(result.captured, result.utility_spread))
         (staging / "ablation.md").write_text("\n".join(text) + "\n")

@@ -5,6 +5,10 @@ Rows and the paper's click AUC beside them (section 6 of the model spec). Our va
 differ from their neighbour in one ModelConfig field; where the paper's row is not the
 exact same change, the ``note`` says what ours is.
 
+One row is not a model variant: ``gbdt``, LightGBM on hand features of the same context
+rows (``gbdt``, ``hand_features``), the non-neural floor of section 7; its job trains
+in the same workers (``train_row``).
+
 Early stopping never looks at the test day: it uses a seeded random 10% of the training
 requests (held out from fitting). Every row gets the same data, seed and budget. Rows
 train two at a time, one process each (``AblationConfig.workers``), with the same
@@ -31,6 +35,7 @@ import pyarrow.compute as pc
 from onepiece.evaluation.metrics_file import RANKING_TASKS
 from onepiece.evaluation.anchor_signal import AnchorSignal, anchor_membership, anchor_signal, anchors_alone_auc
 from onepiece.evaluation.captured import CapturedParts, captured_parts
+from onepiece.evaluation.gbdt import GBDTConfig  # lightgbm is imported only to train
 from onepiece.evaluation.offsets import SCALES, OffsetProfile, offset_profile
 from onepiece.evaluation.significance import Difference, bootstrap_aucs, paired_difference
 from onepiece.training.config import TrainConfig  # stdlib only: cheap at import
@@ -42,9 +47,12 @@ class Row:
     group: str
     paper_click_auc: float | None
     note: str = ""
+    #: False for a row that is not a ModelConfig variant (``train_row`` says what it trains).
+    neural: bool = True
 
 
 ROWS: tuple[Row, ...] = (
+    Row("gbdt", "main", None, "LightGBM on hand features of the same contexts (ours: section 7's floor)", neural=False),
     Row("dlrm", "main", 0.856),
     Row("hstu", "main", 0.833),
     Row("hstu_pa", "main", 0.855),
@@ -65,6 +73,7 @@ ROWS: tuple[Row, ...] = (
     Row("onepiece_last_step", "mask", 0.906, "K = 3, all tasks supervised at the last step"),
 )
 VARIANT_NAMES: tuple[str, ...] = tuple(r.variant for r in ROWS)
+NON_NEURAL: frozenset[str] = frozenset(r.variant for r in ROWS if not r.neural)
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,40 @@ def train_and_evaluate(
     return ablation_row(variant, doc), result.history, scores["click"][_exposed(test)]
 
 
+def train_and_evaluate_gbdt(
+    variant: str,
+    gbdt_config: GBDTConfig,
+    train_config: TrainConfig,
+    fit: pa.Table,
+    valid: pa.Table,
+    test: pa.Table,
+    report: Callable[[Any], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """The gbdt row, as ``train_and_evaluate``: LightGBM (``GBDTConfig``) with the row's
+    seed and threads; its history holds each task's best iteration and the click model's
+    feature gains."""
+    from onepiece.evaluation.gbdt import evaluate_gbdt, fit_gbdt
+
+    model = fit_gbdt(gbdt_config, train_config, fit, valid)
+    doc, scores = evaluate_gbdt(model, test)
+    return ablation_row(variant, doc), model.history, scores["click"][_exposed(test)]
+
+
+def train_row(
+    variant: str,
+    config: Any,
+    train_config: Any,
+    fit: pa.Table,
+    valid: pa.Table,
+    test: pa.Table,
+    report: Callable[[Any], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
+    """One row's job in a worker: a ModelConfig variant trains the network
+    (``train_and_evaluate``), a non-neural row its own model (``config`` is its config)."""
+    trainer = train_and_evaluate_gbdt if variant in NON_NEURAL else train_and_evaluate
+    return trainer(variant, config, train_config, fit, valid, test, report)
+
+
 def _exposed(test: pa.Table) -> np.ndarray:
     from onepiece.evaluation.ranking import flat_candidates
 
@@ -229,6 +272,7 @@ def run_ablation(
     on_row: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     model_overrides: dict[str, Any] | None = None,
     reference: Callable[[pa.Table], dict[str, np.ndarray]] | None = None,
+    gbdt_config: GBDTConfig | None = None,
 ) -> AblationResult:
     """Train and evaluate every variant with every training seed on one split.
 
@@ -240,6 +284,8 @@ def run_ablation(
     ``reference(test)``, when given, returns the terms of the world's utility for the test
     candidates (``onepiece.world.oracle.utility_parts``): their sum is a reference row
     "world_utility" (click only), and every variant is regressed on them (``captured``).
+    The gbdt row trains with ``gbdt_config`` (default ``GBDTConfig()``); ``model_overrides``
+    are ModelConfig fields and do not reach it.
     """
     from onepiece.evaluation.ranking import flat_candidates, popularity_scores, ranking_metrics
     from onepiece.model import variant_config
@@ -252,9 +298,10 @@ def run_ablation(
     for seed in seeds:
         train_config = row_train_config(cfg, seed)
         for v in variants:
-            jobs[f"{v}@{seed}"] = (v, variant_config(v, **overrides), train_config, fit, valid, test)
+            config = (gbdt_config or GBDTConfig()) if v in NON_NEURAL else variant_config(v, **overrides)
+            jobs[f"{v}@{seed}"] = (v, config, train_config, fit, valid, test)
     done = run_jobs(
-        train_and_evaluate, jobs, cfg.workers,
+        train_row, jobs, cfg.workers,
         on_done=(lambda name, result: on_row(result[0], result[1])) if on_row is not None else None,
     )
     # The popularity baseline (item positives on the training days) as a reference row.
@@ -362,6 +409,8 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
     ("3 steps beat 2 (onepiece > k2)", "onepiece", "onepiece_k2"),
     ("progressive beats last-step (onepiece > last_step)", "onepiece", "onepiece_last_step"),
     ("onePiece beats popularity", "onepiece", "popularity"),
+    ("onePiece beats the LightGBM floor (onepiece > gbdt)", "onepiece", "gbdt"),
+    ("DLRM beats the LightGBM floor (dlrm > gbdt)", "dlrm", "gbdt"),
 )
 
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from onepiece.cli import app
 from onepiece.evaluation import ablation
+from onepiece.evaluation.hand_features import FEATURE_NAMES
 from onepiece.evaluation.significance import bootstrap_aucs
 from onepiece.model import VARIANTS
 
@@ -25,7 +26,8 @@ ISSUE_VARIANTS = (
 
 def test_every_issue_variant_is_a_row_and_a_model_variant() -> None:
     assert set(ISSUE_VARIANTS) <= set(ablation.VARIANT_NAMES)
-    assert set(ablation.VARIANT_NAMES) <= set(VARIANTS)
+    assert set(ablation.VARIANT_NAMES) - ablation.NON_NEURAL <= set(VARIANTS)
+    assert ablation.NON_NEURAL == {"gbdt"} and "gbdt" not in VARIANTS  # LightGBM, not a ModelConfig
 
 
 def test_orderings_compare_the_measured_numbers() -> None:
@@ -144,7 +146,7 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     out = tmp_path / "abl"
     result = CliRunner().invoke(
         app,
-        ["ablation", "--trainset", str(tmp_path / "ts"), "--out", str(out), "--variants", "onepiece,hstu",
+        ["ablation", "--trainset", str(tmp_path / "ts"), "--out", str(out), "--variants", "onepiece,hstu,gbdt",
          "--epochs", "1", "--threads", "1", "--workers", "1", "--max-train-requests", "60",
          "--max-test-requests", "40", "--lr", "0.003", "--patience", "2"]
         + [a for k, v in tiny_model.items() for a in ("--set", f"{k}={json.dumps(v)}")],
@@ -153,17 +155,18 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     settings = json.loads((out / "ablation.md").read_text().split("Settings: ")[1].split("; train")[0])
     assert (settings["lr"], settings["patience"], settings["batch_size"]) == (0.003, 2, 64)
     doc = json.loads((out / "ablation.json").read_text())
-    assert [r["variant"] for r in doc["rows"]] == ["popularity", "onepiece", "hstu"]
+    assert [r["variant"] for r in doc["rows"]] == ["popularity", "onepiece", "hstu", "gbdt"]
     keys = ["variant", "click_auc", "click_gauc", "add_to_cart_auc", "add_to_cart_gauc", "order_auc", "order_gauc"]
     for row in doc["rows"]:
         assert list(row) == keys
         assert all(row[k] is None or 0.0 <= row[k] <= 1.0 for k in keys[1:])
     table = (out / "ablation.md").read_text()
     assert "| main | onepiece |" in table and "0.911" in table  # the paper's number beside ours
+    assert "| main | gbdt |" in table and "## What the gbdt row's click model splits on" in table
     orderings = json.loads((out / "orderings.json").read_text())
     assert orderings["seeds"] == [0]
     claims = {c["claim"]: c for c in orderings["claims"]}
-    assert set(claims) == {"onePiece beats popularity"}  # the only claim both rows measure
+    assert set(claims) == {"onePiece beats popularity", "onePiece beats the LightGBM floor (onepiece > gbdt)"}
     claim = claims["onePiece beats popularity"]
     low, high = claim["ci95"]
     assert low <= claim["delta"] <= high and claim["verdict"] in ("holds", "fails", "within noise")
@@ -174,17 +177,21 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     from onepiece.evaluation.metrics import auc
 
     saved = pq.read_table(out / "test_scores.parquet").to_pydict()
-    assert {"request", "click", "onepiece@0", "hstu@0", "popularity@0"} <= set(saved)
+    assert {"request", "click", "onepiece@0", "hstu@0", "gbdt@0", "popularity@0"} <= set(saved)
     redone = auc(np.array(saved["click"]), np.array(saved["onepiece@0"])) - auc(
         np.array(saved["click"]), np.array(saved["popularity@0"]))
     assert redone == pytest.approx(claim["delta"])
     offsets = json.loads((out / "offsets.json").read_text())
-    assert set(offsets) == {"onepiece", "hstu"} and offsets["onepiece"]["best_scale"] in (0, 0.25, 0.5, 0.75, 1, 1.5)
+    assert set(offsets) == {"onepiece", "hstu", "gbdt"} and offsets["onepiece"]["best_scale"] in (0, 0.25, 0.5, 0.75, 1, 1.5)
     assert "## Request level against order within requests" in table
     gauc_claim = {c["claim"]: c for c in orderings["gauc_claims"]}["onePiece beats popularity"]
     assert "on our click GAUC" in table and f"| onePiece beats popularity | {gauc_claim['delta']:+.4f} |" in table
     per_seed = json.loads((out / "seeds.json").read_text())["rows_by_seed"]
-    assert [r["variant"] for r in per_seed["0"]] == ["popularity", "onepiece", "hstu"]
+    assert [r["variant"] for r in per_seed["0"]] == ["popularity", "onepiece", "hstu", "gbdt"]
+    importance = json.loads((out / "gbdt_importance.json").read_text())
+    assert list(importance["by_seed"]) == ["0"] and importance["config"]["n_estimators"] == 500
+    assert sorted(importance["mean"]) == sorted(FEATURE_NAMES) and all(g >= 0 for g in importance["mean"].values())
+    assert "gbdt" in json.loads((out / "anchors.json").read_text())["rows"]
     assert (out / "ablation_click_auc.png").stat().st_size > 0
 
 
@@ -203,16 +210,17 @@ def test_rows_trained_at_once_equal_rows_trained_one_by_one(tiny_split, tiny_mod
     train_rows, test_rows = tiny_split
     cfg = ablation.AblationConfig(epochs=1, max_train_requests=40, max_test_requests=30, batch_size=32)
     reported: list[str] = []
+    rows = ("onepiece", "hstu", "gbdt")  # gbdt: the non-neural branch, in a worker too
     parallel = ablation.run_ablation(
-        train_rows, test_rows, cfg, ("onepiece", "hstu"), on_row=lambda row, history: reported.append(row["variant"]),
+        train_rows, test_rows, cfg, rows, on_row=lambda row, history: reported.append(row["variant"]),
         model_overrides=tiny_model,
     )
     serial = ablation.run_ablation(
-        train_rows, test_rows, dataclasses.replace(cfg, workers=1), ("onepiece", "hstu"), model_overrides=tiny_model
+        train_rows, test_rows, dataclasses.replace(cfg, workers=1), rows, model_overrides=tiny_model
     )
     assert parallel == serial
-    assert [r["variant"] for r in parallel.rows] == ["popularity", "onepiece", "hstu"]
-    assert sorted(reported) == ["hstu", "onepiece"]
+    assert [r["variant"] for r in parallel.rows] == ["popularity", "onepiece", "hstu", "gbdt"]
+    assert sorted(reported) == ["gbdt", "hstu", "onepiece"]
 
 
 @pytest.mark.slow
