@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onepiece.model.config import ModelConfig
+from onepiece.model.prefix_attention import ContextPrefix, attend_with_prefix
 
 
 class KVCache:
@@ -115,9 +116,11 @@ class SelfAttention(nn.Module):
         cache: KVCache | None,
         layer: int,
         rows: torch.Tensor | None = None,
+        prefix: ContextPrefix | None = None,
     ) -> torch.Tensor:
         """x (B, n, d) new positions -> (B, n, d); with ``rows`` (1 or B, M) only those
-        positions query (-> (B, M, d)) while every position's key and value is used."""
+        positions query (-> (B, M, d)) while every position's key and value is used. With
+        a ``prefix`` the queries also attend to its context keys, ahead of the cache's."""
         b, n, d = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:  # (B, N, d) -> (B, h, N, dh), a view
@@ -137,6 +140,8 @@ class SelfAttention(nn.Module):
                 mask = select_rows(mask, rows, 2)
         n = q.shape[1]
         q = heads(q)
+        if prefix is not None:
+            return self.proj(attend_with_prefix(q, k, v, mask, prefix, layer).transpose(1, 2).reshape(b, n, d))
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -168,8 +173,9 @@ class Layer(nn.Module):
         cache: KVCache | None,
         layer: int,
         rows: torch.Tensor | None = None,
+        prefix: ContextPrefix | None = None,
     ) -> torch.Tensor:
-        attended = self.attn(self.ln_attn(x), mask, cache, layer, rows)
+        attended = self.attn(self.ln_attn(x), mask, cache, layer, rows, prefix)
         x = (x if rows is None else select_rows(x, rows, 1)) + attended
         return x + self.ffn(self.ln_ffn(x))
 
@@ -187,15 +193,17 @@ class Backbone(nn.Module):
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
         rows: torch.Tensor | None = None,
+        prefix: ContextPrefix | None = None,
     ) -> torch.Tensor:
         """x (B, n, d) new positions; mask broadcastable to (B, 1, n, N_cached + n), None
         = attend everywhere (``masks.attention_mask``) -> (B, n, d). With ``rows`` (1 or
         B, M) only those positions' outputs are returned, (B, M, d): the last layer then
         runs its queries, output projection and FFN on those M rows alone (the others'
-        outputs would be discarded; their keys and values are still computed and cached)."""
+        outputs would be discarded; their keys and values are still computed and cached).
+        A ``prefix`` (``prefix_attention``) adds shared context keys ahead of the cache's."""
         n, last = x.shape[1], len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, cache, i, rows if i == last else None)
+            x = layer(x, mask, cache, i, rows if i == last else None, prefix)
         if cache is not None:
             cache.length += n
         return x

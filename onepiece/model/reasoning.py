@@ -21,7 +21,8 @@ from torch import nn
 
 from onepiece.model.backbone import Backbone, KVCache
 from onepiece.model.config import ModelConfig
-from onepiece.model.masks import SEG_CAND, SEG_REASON, Roles, attention_mask, cut_masks
+from onepiece.model.masks import MASKED, SEG_CAND, SEG_REASON, Roles, allowed, attention_mask, cut_masks
+from onepiece.model.prefix_attention import ContextPrefix
 
 
 @dataclass
@@ -41,6 +42,9 @@ class Reasoner(nn.Module):
         self.config = config
         self.backbone = Backbone(config)
         self.rpe = nn.Embedding(max(config.num_steps, 1), config.d_model)  # E_rpe[k], k >= 1
+        #: Serving the shared-context layout: fold a request's groups against its context
+        #: (``prefix_attention``); False runs the reference (the context copied per group).
+        self.fold_groups = True
 
     def _rules(self) -> dict[str, bool]:
         c = self.config
@@ -103,7 +107,6 @@ class Reasoner(nn.Module):
         -> (G, C, K+1, d). ``context_roles`` are the R contexts' roles."""
         n, c = context_roles.length, cands.shape[1]
         assert context.capacity >= n + c * (self.config.num_steps + 1), "encode_context: too little room"
-        cache = context.gathered(group_context)
         device = cands.device
         slot = torch.arange(c, device=device)[None]  # (1, C)
         cand_roles = Roles(
@@ -113,16 +116,68 @@ class Reasoner(nn.Module):
             valid=cand_valid,
             index=n + slot,
         )
+        spec = BlockSpec(n + slot, slot, cand_valid)
+        prefix = self._prefix(context, context_roles, group_context, spec)
+        if prefix is not None:  # the context stays in request layout; the cache holds the group's own rows
+            cache = KVCache(len(self.backbone.layers), c * (self.config.num_steps + 1))
+            b0 = self.backbone(cands, self._mask(cand_roles, cand_roles, cands), cache, prefix=prefix)
+            return self._reason(b0, None, cand_roles, spec, cache, prefix)
+        cache = context.gathered(group_context)  # the reference: the context copied per group
         roles = dataclasses.replace(context_roles, valid=context_roles.valid.index_select(0, group_context))
         roles = roles.cat(cand_roles)
         b0 = self.backbone(cands, self._mask(cand_roles, roles, cands), cache)  # (G, C, d)
-        return self._reason(b0, None, roles, BlockSpec(n + slot, slot, cand_valid), cache)
+        return self._reason(b0, None, roles, spec, cache)
+
+    def _prefix(
+        self, context: KVCache, context_roles: Roles, group_context: torch.Tensor, spec: BlockSpec
+    ) -> ContextPrefix | None:
+        """The context as a shared prefix (``prefix_attention``) when it can be: serving (the
+        cache holds the context's projections) and every query row of every step may see
+        every context key but padding; otherwise None (the gathered reference path)."""
+        buffers = context.projections
+        if not self.fold_groups or any(b is None for b in buffers) or torch.is_grad_enabled():
+            return None
+        one = dataclasses.replace(spec, valid=spec.valid[:1])  # structure only: validity is not read
+        rows = Roles(torch.full_like(one.slot, SEG_CAND), torch.zeros_like(one.slot), one.slot, one.valid, one.positions)
+        if self.config.num_steps:
+            rows = rows.cat(self._block_roles(one, int(one.positions.max()) + 1))
+        keys = dataclasses.replace(context_roles, valid=context_roles.valid[:1])
+        if not bool(allowed(rows, keys, **self._rules()).all()):
+            return None
+        contexts, grid, width = ContextPrefix.grid_of(group_context)
+        n, d = context_roles.length, buffers[0].shape[2] // 3
+        h = self.config.n_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # (R, N, d) -> (R, h, N, dh)
+            return t.reshape(t.shape[0], n, h, d // h).transpose(1, 2)
+
+        picked = [b.index_select(0, contexts)[:, :n] for b in buffers]  # (R', N, 3d)
+        valid = context_roles.valid.index_select(0, contexts)
+        mask = None
+        if not bool(valid.all()):
+            mask = torch.zeros(valid.shape, dtype=picked[0].dtype, device=valid.device)
+            mask = mask.masked_fill_(~valid, MASKED)[:, None, None]
+        return ContextPrefix(
+            keys=[heads(p[..., d : 2 * d]) for p in picked],
+            values=[heads(p[..., 2 * d :]) for p in picked],
+            mask=mask,
+            grid=grid,
+            rows=len(contexts),
+            width=width,
+        )
 
     def _reason(
-        self, b0: torch.Tensor, tokens: torch.Tensor | None, roles: Roles, spec: BlockSpec, cache: KVCache | None
+        self,
+        b0: torch.Tensor,
+        tokens: torch.Tensor | None,
+        roles: Roles,
+        spec: BlockSpec,
+        cache: KVCache | None,
+        prefix: ContextPrefix | None = None,
     ) -> torch.Tensor:
         """[B_0, ..., B_K] (B, M, K+1, d): the K steps after the base pass, against the
-        ``cache`` of the base sequence (``roles``) or, without it, re-running ``tokens``."""
+        ``cache`` of the base sequence (``roles``; after a shared ``prefix`` if given) or,
+        without it, re-running ``tokens``."""
         k_steps, m, n = self.config.num_steps, spec.slot.shape[1], roles.length
         blocks = [b0]
         if not k_steps:
@@ -130,7 +185,7 @@ class Reasoner(nn.Module):
         tokens = b0 if tokens is None else tokens  # only the dtype is read when cached
         # The masks of every step, before the loop: step k's query rows (block k, or the
         # whole sequence up to it without the cache) against the keys up to block k.
-        block_roles = self._block_roles(spec, n)
+        block_roles = self._block_roles(spec, int(roles.index.max()) + 1)
         all_roles = roles.cat(block_roles)
         ends = [n + step * m for step in range(1, k_steps + 1)]  # keys visible to block k
         if cache is not None:
@@ -142,7 +197,7 @@ class Reasoner(nn.Module):
         for step, mask in enumerate(masks, start=1):
             new_tokens = blocks[-1] + self.rpe.weight[step - 1]  # (B, M, d)
             if cache is not None:
-                out = self.backbone(new_tokens, mask, cache)
+                out = self.backbone(new_tokens, mask, cache, prefix=prefix)
             else:
                 seq_tokens = torch.cat([seq_tokens, new_tokens], dim=1)
                 out = self.backbone(seq_tokens, mask)[:, -m:]

@@ -197,3 +197,39 @@ def test_training_through_the_shared_layout_matches_per_sequence_gradients():
     assert a.keys() == b.keys() and len(a) > 10
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("num_steps", [0, 3])
+def test_folding_groups_over_the_context_equals_copying_it_per_group(num_steps):
+    """Serving folds a request's groups against its context (``prefix_attention``); the
+    reference copies the context's keys and values into every group. Same outputs, with
+    groups of several requests interleaved in any order and unequal group counts."""
+    model = _model(**SHARED, num_steps=num_steps, n_heads=2)
+    shared = tensorize(_table(n=9, seed=5, max_cands=17), model.config, shared_context=True)
+    room = shared.cand_item_cat.shape[1] * (num_steps + 1)
+    order = torch.randperm(shared.n_groups, generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    for fold in (True, False):
+        model.reasoner.fold_groups = fold
+        with torch.inference_mode():
+            context = model.encode_contexts(shared, room)
+            out = model.score_groups(context, shared, order)
+        outputs[fold] = torch.stack([out.logits[t] for t in TASKS], dim=-1) * out.cand_valid[..., None, None]
+    assert (outputs[True] - outputs[False]).abs().max() <= 1e-5
+    assert outputs[False].abs().max() > 1e-3
+
+
+def test_the_grid_puts_each_group_in_its_requests_row():
+    from onepiece.model.prefix_attention import ContextPrefix
+
+    group_context = torch.tensor([5, 2, 5, 5, 9, 2])
+    contexts, grid, width = ContextPrefix.grid_of(group_context)
+    assert contexts.tolist() == [2, 5, 9] and width == 3
+    assert grid.tolist() == [3, 0, 4, 5, 6, 1]  # row * width + rank within the request
+    prefix = ContextPrefix([], [], None, grid, rows=3, width=width)
+    t = torch.randn(6, 2, 4, 3)  # (G, h, n, X)
+    folded = prefix.to_grid(t)
+    assert folded.shape == (3, 2, 3 * 4, 3)
+    assert torch.equal(prefix.from_grid(folded, 4), t)
+    assert torch.equal(folded[1, :, 4:8], t[2])  # request 5's second group
+    assert not folded[2, :, 4:].any()  # request 9 has one group: the rest of its row is empty
