@@ -23,7 +23,7 @@ import datetime as dt
 
 from airflow.sdk import Asset, Param, dag, task
 
-from onepiece.pipeline.config import task_retry_args
+from onepiece.pipeline.config import PRODUCT_VARIANT, task_retry_args
 from onepiece.pipeline.dag_params import shared_params
 
 MODEL_PIN = Asset(name="onepiece_model_pin")
@@ -46,7 +46,7 @@ def _config(context):
     params={
         **shared_params("data", "model_repo", "triton_urls", "feature_repo"),
         "checkpoint": Param("", type="string", description="Checkpoint directory to publish; empty: train one."),
-        "variant": Param("onepiece", type="string", description="Model variant to train."),
+        "variant": Param(PRODUCT_VARIANT, type="string", description="Model variant to train."),
         "epochs": Param(4, type="integer", minimum=1),
         "batch_size": Param(64, type="integer", minimum=1),
         "train_days": Param(0, type="integer", minimum=0, description="Days with candidates before the held-out one to train on; 0: all."),

@@ -9,13 +9,15 @@ import typer
 
 from onepiece.cli import app
 from onepiece.cli.common import console, friendly_errors
+from onepiece.pipeline.config import PRODUCT_VARIANT  # light: stdlib and storage
 from onepiece.training.config import TrainConfig  # light: its defaults are the options' defaults
 
 VariantOption = Annotated[
     str,
     typer.Option(
         "--variant",
-        help="Named model variant (onepiece, dlrm, hstu, hstu_pa, rearec, rearec_pa, "
+        help="Named model variant (onepiece_shared: the product default, its context encoded "
+        "once per request; onepiece: the paper's mask; dlrm, hstu, hstu_pa, rearec, rearec_pa, "
         "onepiece_ids_only, onepiece_no_pa, onepiece_no_sd, onepiece_causal, "
         "onepiece_invisible, onepiece_k1, onepiece_k2, onepiece_last_step, "
         "onepiece_retrieval, ...).",
@@ -29,7 +31,7 @@ def train_command(
     train: Annotated[Path, typer.Option("--train", help="Training-set shards (TRAINING_SCHEMA).")],
     eval: Annotated[Path, typer.Option("--eval", help="Held-out shards for early stopping.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write.")],
-    variant: VariantOption = "onepiece",
+    variant: VariantOption = PRODUCT_VARIANT,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = TrainConfig.epochs,
     batch_size: Annotated[int, typer.Option(help="Candidate groups per step.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = TrainConfig.lr,

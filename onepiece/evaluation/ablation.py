@@ -409,6 +409,7 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
     ("3 steps beat 2 (onepiece > k2)", "onepiece", "onepiece_k2"),
     ("progressive beats last-step (onepiece > last_step)", "onepiece", "onepiece_last_step"),
     ("onePiece beats popularity", "onepiece", "popularity"),
+    ("sharing the context costs nothing (onepiece_shared vs onepiece: within noise)", "onepiece_shared", "onepiece"),
     ("onePiece beats the LightGBM floor (onepiece > gbdt)", "onepiece", "gbdt"),
     ("DLRM beats the LightGBM floor (dlrm > gbdt)", "dlrm", "gbdt"),
 )
