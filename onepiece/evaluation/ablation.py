@@ -7,7 +7,7 @@ exact same change, the ``note`` says what ours is.
 
 One row is not a model variant: ``gbdt``, LightGBM on hand features of the same context
 rows (``gbdt``, ``hand_features``), the non-neural floor of section 7; its job trains
-in the same workers (``train_row``).
+in the same workers (``train_and_evaluate``).
 
 Early stopping never looks at the test day: it uses a seeded random 10% of the training
 requests (held out from fitting). Every row gets the same data, seed and budget. Rows
@@ -47,7 +47,7 @@ class Row:
     group: str
     paper_click_auc: float | None
     note: str = ""
-    #: False for a row that is not a ModelConfig variant (``train_row`` says what it trains).
+    #: False for a row that is not a ModelConfig variant (its config is its own, e.g. GBDTConfig).
     neural: bool = True
 
 
@@ -167,55 +167,32 @@ def mean_row(variant: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def train_and_evaluate(
     variant: str,
-    model_config: Any,
-    train_config: Any,
-    fit: pa.Table,
-    valid: pa.Table,
-    test: pa.Table,
-    report: Callable[[Any], None] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
-    """One row: train on ``fit`` (early stopping on ``valid``), evaluate on ``test``.
-    Returns (row, history, click scores of the test's exposed candidates)."""
-    from onepiece.evaluation.evaluate import evaluate_ranking
-    from onepiece.training.loop import train
-
-    result = train(model_config, train_config, fit, valid)
-    doc, scores = evaluate_ranking(result.model, test, seed=train_config.seed)
-    return ablation_row(variant, doc), result.history, scores["click"][_exposed(test)]
-
-
-def train_and_evaluate_gbdt(
-    variant: str,
-    gbdt_config: GBDTConfig,
+    config: Any,
     train_config: TrainConfig,
     fit: pa.Table,
     valid: pa.Table,
     test: pa.Table,
     report: Callable[[Any], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
-    """The gbdt row, as ``train_and_evaluate``: LightGBM (``GBDTConfig``) with the row's
-    seed and threads; its history holds each task's best iteration and the click model's
-    feature gains."""
-    from onepiece.evaluation.gbdt import evaluate_gbdt, fit_gbdt
+    """One row's job in a worker: train on ``fit`` (early stopping on ``valid``), evaluate
+    on ``test``. A ModelConfig trains the network; a GBDTConfig the gbdt row (LightGBM
+    with the row's seed and threads; its history holds each task's best iteration and
+    the click model's feature gains). Returns (row, history, click scores of the test's
+    exposed candidates)."""
+    if isinstance(config, GBDTConfig):
+        from onepiece.evaluation.gbdt import evaluate_gbdt, fit_gbdt
 
-    model = fit_gbdt(gbdt_config, train_config, fit, valid)
-    doc, scores = evaluate_gbdt(model, test)
-    return ablation_row(variant, doc), model.history, scores["click"][_exposed(test)]
+        model = fit_gbdt(config, train_config, fit, valid)
+        doc, scores = evaluate_gbdt(model, test)
+        history = model.history
+    else:
+        from onepiece.evaluation.evaluate import evaluate_ranking
+        from onepiece.training.loop import train
 
-
-def train_row(
-    variant: str,
-    config: Any,
-    train_config: Any,
-    fit: pa.Table,
-    valid: pa.Table,
-    test: pa.Table,
-    report: Callable[[Any], None] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any], np.ndarray]:
-    """One row's job in a worker: a ModelConfig variant trains the network
-    (``train_and_evaluate``), a non-neural row its own model (``config`` is its config)."""
-    trainer = train_and_evaluate_gbdt if variant in NON_NEURAL else train_and_evaluate
-    return trainer(variant, config, train_config, fit, valid, test, report)
+        result = train(config, train_config, fit, valid)
+        doc, scores = evaluate_ranking(result.model, test, seed=train_config.seed)
+        history = result.history
+    return ablation_row(variant, doc), history, scores["click"][_exposed(test)]
 
 
 def _exposed(test: pa.Table) -> np.ndarray:
@@ -301,7 +278,7 @@ def run_ablation(
             config = (gbdt_config or GBDTConfig()) if v in NON_NEURAL else variant_config(v, **overrides)
             jobs[f"{v}@{seed}"] = (v, config, train_config, fit, valid, test)
     done = run_jobs(
-        train_row, jobs, cfg.workers,
+        train_and_evaluate, jobs, cfg.workers,
         on_done=(lambda name, result: on_row(result[0], result[1])) if on_row is not None else None,
     )
     # The popularity baseline (item positives on the training days) as a reference row.

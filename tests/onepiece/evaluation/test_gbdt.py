@@ -72,7 +72,7 @@ def _train_config(seed: int = 0):  # noqa: ANN202
 
 def test_the_row_learns_a_click_that_the_ih_categories_decide(split) -> None:
     fit, valid, test = split
-    row, history, click = ablation.train_row("gbdt", GBDTConfig(), _train_config(), fit, valid, test)
+    row, history, click = ablation.train_and_evaluate("gbdt", GBDTConfig(), _train_config(), fit, valid, test)
     assert row["variant"] == "gbdt" and row["click_auc"] > 0.95 and row["click_gauc"] > 0.95
     assert set(row) == {"variant"} | {f"{t}_{m}" for t in ("click", "add_to_cart", "order") for m in ("auc", "gauc")}
     assert click.shape == (150 * CANDS,) and click.dtype == np.float32
