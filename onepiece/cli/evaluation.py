@@ -84,7 +84,8 @@ def ablation_command(
     noise), orderings.json, seeds.json (every seed's rows), test_scores.parquet (every row's
     click scores of the exposed test candidates), offsets.json (each row's click AUC split into
     request level and order within requests), anchors.json (the click AUC that membership in
-    the request's preference anchors still adds to each row), gbdt_importance.json (the gbdt
+    the request's preference anchors still adds to each row), history.json (the same for hand
+    features of the user's history), gbdt_importance.json (the gbdt
     row's click model: the gain of each hand feature), with a generated world
     captured.json (what each row's click logit reproduces of each term of the world's
     utility) and a bar plot."""
@@ -96,7 +97,7 @@ def ablation_command(
     from onepiece import storage
     from onepiece.errors import UserError
     from onepiece.evaluation import ablation, gbdt
-    from onepiece.evaluation.anchor_signal import markdown_anchor_signal
+    from onepiece.evaluation.anchor_signal import HISTORY_FEATURES, markdown_anchor_signal, markdown_history_signal
     from onepiece.evaluation.captured import markdown_captured
     from onepiece.evaluation.metrics_file import write_json
     from onepiece.evaluation.plots import bars
@@ -161,6 +162,8 @@ def ablation_command(
         write_json({v: p.to_json() for v, p in result.offsets.items()}, staging / "offsets.json")
         write_json({"anchors_alone_auc": result.anchors_alone_auc,
                     "rows": {v: a.to_json() for v, a in result.anchor_signal.items()}}, staging / "anchors.json")
+        write_json({"features": list(HISTORY_FEATURES), "features_alone_auc": result.history_alone_auc,
+                    "rows": {v: a.to_json() for v, a in result.history_signal.items()}}, staging / "history.json")
         importance = None
         if "gbdt" in result.histories:
             by_seed = {str(s): h["click_importance"] for s, h in result.histories["gbdt"].items()}
@@ -180,6 +183,7 @@ def ablation_command(
             ablation.markdown_claims(result.gauc_claims, cfg.seeds, "GAUC", ablation.GAUC_NOTE),
             ablation.markdown_offsets(result.offsets),
             markdown_anchor_signal(result.anchor_signal, result.anchors_alone_auc),
+            markdown_history_signal(result.history_signal, result.history_alone_auc),
         ]
         if importance is not None:
             text.append(gbdt.markdown_importance(importance))

@@ -33,7 +33,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from onepiece.evaluation.metrics_file import RANKING_TASKS
-from onepiece.evaluation.anchor_signal import AnchorSignal, anchor_membership, anchor_signal, anchors_alone_auc
+from onepiece.evaluation.anchor_signal import (
+    AnchorSignal,
+    anchor_membership,
+    anchor_signal,
+    anchors_alone_auc,
+    history_features,
+)
 from onepiece.evaluation.captured import CapturedParts, captured_parts
 from onepiece.evaluation.gbdt import GBDTConfig  # lightgbm is imported only to train
 from onepiece.evaluation.offsets import SCALES, OffsetProfile, offset_profile
@@ -226,6 +232,10 @@ class AblationResult:
     #: to its logit (``anchor_signal``); and the flags' own AUC.
     anchor_signal: dict[str, AnchorSignal] = field(default_factory=dict)
     anchors_alone_auc: float | None = None
+    #: The same for hand features of the user's history (``history_features``): the IH
+    #: signal each row left unused, and those features' own AUC.
+    history_signal: dict[str, AnchorSignal] = field(default_factory=dict)
+    history_alone_auc: float | None = None
 
 
 def training_seeds(cfg: AblationConfig) -> tuple[int, ...]:
@@ -317,8 +327,11 @@ def run_ablation(
     spread = {name: float(values.std()) for name, values in parts.items()}
     flags = anchor_membership(test)[exposed]
     anchors = {v: anchor_signal(labels, [click[f"{v}@{s}"] for s in seeds], requests, flags) for v in variants}
+    ih = history_features(test)[exposed]
+    history = {v: anchor_signal(labels, [click[f"{v}@{s}"] for s in seeds], requests, ih) for v in variants}
     return AblationResult(rows, seed_rows, histories, claims, gauc_claims, test_scores, offsets, captured, spread,
-                          anchors, anchors_alone_auc(labels, requests, flags))
+                          anchors, anchors_alone_auc(labels, requests, flags),
+                          history, anchors_alone_auc(labels, requests, ih))
 
 
 def markdown_offsets(offsets: dict[str, OffsetProfile]) -> str:

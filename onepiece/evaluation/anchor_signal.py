@@ -110,6 +110,42 @@ def anchors_alone_auc(labels: np.ndarray, requests: np.ndarray, flags: np.ndarra
     return held_out_auc(flags, labels, requests)
 
 
+#: The hand IH features of the history diagnostic (``hand_features``): how much of the
+#: candidate's category, shop and item the user's history holds, by share and by recency.
+HISTORY_FEATURES: tuple[str, ...] = (
+    "ih_category_share", "ih_category_recent", "ih_shop_share", "ih_shop_recent", "ih_item_count", "ih_item_recent",
+)
+
+
+def history_features(rows: pa.Table) -> np.ndarray:
+    """[candidates, HISTORY_FEATURES] of every flat candidate (``flat_candidates`` order):
+    the history's counterpart of ``anchor_membership`` for the same held-out regression,
+    so ``anchor_signal(..., history_features(rows))`` is the IH signal a row left unused."""
+    from onepiece.evaluation.hand_features import FEATURE_NAMES, hand_features
+
+    features, names = hand_features(rows)
+    assert tuple(names) == FEATURE_NAMES
+    picked = features[:, [names.index(n) for n in HISTORY_FEATURES]].astype(np.float64)
+    return np.log1p(np.nan_to_num(picked, nan=0.0))  # counts and recency sums: heavy-tailed
+
+
+def markdown_history_signal(signals: dict[str, AnchorSignal], alone: float) -> str:
+    """The ablation.md section: per row, the click AUC the hand IH features would still add."""
+    lines = [
+        "\n## History signal each row leaves unused (click)\n",
+        "Each row's click logit plus hand features of the user's interaction history "
+        f"({', '.join(HISTORY_FEATURES)}; log1p), the same held-out logistic regression as the anchors'. "
+        "`unused` is the AUC they still add: near 0 means the row reads from the history what these "
+        f"features say. The features alone: AUC {alone:.4f}.\n",
+    ]
+    return "\n".join(lines + _signal_rows(signals, "with IH features")) + "\n"
+
+
+def _signal_rows(signals: dict[str, AnchorSignal], added: str) -> list[str]:
+    rows = [f"| variant | click AUC (folds) | {added} | unused |", "| --- | --- | --- | --- |"]
+    return rows + [f"| {v} | {s.auc:.4f} | {s.auc_with_anchors:.4f} | {s.unused:+.4f} |" for v, s in signals.items()]
+
+
 def markdown_anchor_signal(signals: dict[str, AnchorSignal], alone: float) -> str:
     """The ablation.md section: per row, the click AUC its anchors would still add."""
     lines = [
@@ -119,9 +155,5 @@ def markdown_anchor_signal(signals: dict[str, AnchorSignal], alone: float) -> st
         "and scored on the other half (`onepiece/evaluation/anchor_signal.py`). `unused` is the AUC "
         "the flags still add: near 0 means the row has absorbed what membership in the anchors says. "
         f"The flags alone: AUC {alone:.4f}.\n",
-        "| variant | click AUC (folds) | with anchor flags | unused |",
-        "| --- | --- | --- | --- |",
     ]
-    for variant, s in signals.items():
-        lines.append(f"| {variant} | {s.auc:.4f} | {s.auc_with_anchors:.4f} | {s.unused:+.4f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _signal_rows(signals, "with anchor flags")) + "\n"

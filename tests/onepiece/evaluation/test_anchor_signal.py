@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from onepiece.evaluation.anchor_signal import (
     anchor_membership,
@@ -66,3 +67,30 @@ def test_a_row_that_uses_the_anchors_leaves_nothing() -> None:
     assert abs(seeing.unused) < 0.003
     table = markdown_anchor_signal({"seeing": seeing}, 0.7)
     assert f"| seeing | {seeing.auc:.4f} | {seeing.auc_with_anchors:.4f} | {seeing.unused:+.4f} |" in table
+
+
+
+def test_the_history_features_say_what_the_ih_holds_of_each_candidate():
+    """``history_features``: per candidate, how much of its category, shop and item the
+    user's IH holds (the hand features, log1p), and a row blind to a label driven by the
+    history leaves that signal unused while a row that scores with it does not."""
+    from test_hand_features import tiny_rows
+
+    from onepiece.evaluation.anchor_signal import HISTORY_FEATURES, history_features
+
+    features = history_features(tiny_rows())
+    col = {n: features[:, i] for i, n in enumerate(HISTORY_FEATURES)}
+    assert features.shape == (10, len(HISTORY_FEATURES)) and np.isfinite(features).all()
+    assert col["ih_item_count"][0] == np.log1p(3) and col["ih_item_count"][7] == 0  # unknown id: no match
+    assert col["ih_category_share"][5] == 0  # the empty IH
+    assert col["ih_shop_share"][4] == pytest.approx(np.log1p(4 / 5))  # float32 features
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    ih = np.column_stack([rng.random(n), rng.random((n, len(HISTORY_FEATURES) - 1))])
+    requests = rng.integers(0, 400, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-(6 * ih[:, 0] - 3)))).astype(float)
+    blind = rng.random(n)
+    reading = 1 / (1 + np.exp(-(6 * ih[:, 0] - 3)))
+    assert anchor_signal(labels, [blind], requests, ih).unused > 0.1
+    assert abs(anchor_signal(labels, [reading], requests, ih).unused) < 0.01

@@ -192,6 +192,10 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     assert list(importance["by_seed"]) == ["0"] and importance["config"]["n_estimators"] == 500
     assert sorted(importance["mean"]) == sorted(FEATURE_NAMES) and all(g >= 0 for g in importance["mean"].values())
     assert "gbdt" in json.loads((out / "anchors.json").read_text())["rows"]
+    history = json.loads((out / "history.json").read_text())
+    assert set(history["rows"]) == {"onepiece", "hstu", "gbdt"} and 0.0 <= history["features_alone_auc"] <= 1.0
+    assert all(r["unused"] == pytest.approx(r["auc_with_anchors"] - r["auc"]) for r in history["rows"].values())
+    assert "History signal each row leaves unused" in (out / "ablation.md").read_text()
     assert (out / "ablation_click_auc.png").stat().st_size > 0
 
 
