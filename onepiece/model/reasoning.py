@@ -21,6 +21,7 @@ from torch import nn
 from onepiece.model.backbone import Backbone, KVCache
 from onepiece.model.config import ModelConfig
 from onepiece.model.masks import SEG_REASON, Roles, attention_mask, cut_masks
+from onepiece.model.tokens import structural_embedding
 
 
 @dataclass
@@ -39,7 +40,8 @@ class Reasoner(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = Backbone(config)
-        self.rpe = nn.Embedding(max(config.num_steps, 1), config.d_model)  # E_rpe[k], k >= 1
+        # E_rpe[k], k >= 1
+        self.rpe = structural_embedding(max(config.num_steps, 1), config.d_model, config.structural_embedding_std)
 
     def _mask(self, q: Roles, k: Roles, like: torch.Tensor) -> torch.Tensor | None:
         return attention_mask(
