@@ -23,6 +23,7 @@ from onepiece.model.backbone import Backbone, KVCache
 from onepiece.model.config import ModelConfig
 from onepiece.model.masks import MASKED, SEG_CAND, SEG_REASON, Roles, allowed, attention_mask, cut_masks
 from onepiece.model.prefix_attention import ContextPrefix
+from onepiece.model.tokens import structural_embedding
 
 
 @dataclass
@@ -41,7 +42,8 @@ class Reasoner(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = Backbone(config)
-        self.rpe = nn.Embedding(max(config.num_steps, 1), config.d_model)  # E_rpe[k], k >= 1
+        # E_rpe[k], k >= 1
+        self.rpe = structural_embedding(max(config.num_steps, 1), config.d_model, config.structural_embedding_std)
         #: Serving the shared-context layout: fold a request's groups against its context
         #: (``prefix_attention``); False runs the reference (the context copied per group).
         self.fold_groups = True

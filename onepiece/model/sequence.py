@@ -25,7 +25,7 @@ from onepiece.contract.schemas import EVENT_TYPES
 from onepiece.model.config import ModelConfig
 from onepiece.model.inputs import N_PA_GROUPS, ModelInputs
 from onepiece.model.masks import N_SEGMENTS, SEG_CAND, SEG_IH, SEG_PA, SEG_SD, Roles
-from onepiece.model.tokens import ItemEmbeddings, QueryAdapter, UserAdapter, adapter_mlp
+from onepiece.model.tokens import ItemEmbeddings, QueryAdapter, UserAdapter, adapter_mlp, structural_embedding
 
 N_SD = 2  # user token, query token
 
@@ -51,16 +51,18 @@ class ContextEncoder(nn.Module):
         self.config = config
         self.item_embeddings = ItemEmbeddings(config)  # tables shared by IH, PA, CIS
         self.item_adapter = adapter_mlp(self.item_embeddings.width, d)  # IH and PA
-        self.cand_adapter = adapter_mlp(self.item_embeddings.width, d)
+        # with shared_candidate_adapter the candidates go through the IH/PA item adapter
+        self.cand_adapter = None if config.shared_candidate_adapter else adapter_mlp(self.item_embeddings.width, d)
         self.user_adapter = UserAdapter(config)
         self.query_adapter = QueryAdapter(config)
-        self.segment = nn.Embedding(N_SEGMENTS, d)
-        self.ih_position = nn.Embedding(config.ih_max_len, d)
-        self.ih_event = nn.Embedding(len(EVENT_TYPES) + 1, d)  # +1: unknown type
-        self.pa_position = nn.Embedding(config.pa_per_group + 2, d)
-        self.pa_group = nn.Embedding(N_PA_GROUPS, d)
-        self.pa_kind = nn.Embedding(3, d)
-        self.sd_position = nn.Embedding(N_SD, d)
+        std = config.structural_embedding_std
+        self.segment = structural_embedding(N_SEGMENTS, d, std)
+        self.ih_position = structural_embedding(config.ih_max_len, d, std)
+        self.ih_event = structural_embedding(len(EVENT_TYPES) + 1, d, std)  # +1: unknown type
+        self.pa_position = structural_embedding(config.pa_per_group + 2, d, std)
+        self.pa_group = structural_embedding(N_PA_GROUPS, d, std)
+        self.pa_kind = structural_embedding(3, d, std)
+        self.sd_position = structural_embedding(N_SD, d, std)
 
     def items(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         """Shared item adapter (IH, PA; retrieval item vectors): (..., 3) -> (..., d)."""
@@ -68,7 +70,8 @@ class ContextEncoder(nn.Module):
 
     def candidates(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         """Candidate adapter: (B, C, 3) -> (B, C, d)."""
-        return self.cand_adapter(self.item_embeddings(cat, num))
+        adapter = self.item_adapter if self.cand_adapter is None else self.cand_adapter
+        return adapter(self.item_embeddings(cat, num))
 
     def history(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """IH tokens (B, Lih, d) and their validity (B, Lih)."""

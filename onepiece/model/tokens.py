@@ -4,9 +4,10 @@
   out-of-vocabulary bucket for negative ids (the contract's unknown id -1), so no id can
   crash a lookup.
 * Item tokens: item id, shop id, category id embeddings plus the numeric statistics,
-  concatenated and projected to d by an MLP adapter. IH and PA share one item adapter,
-  candidates have their own adapter; the embedding TABLES are shared by both so that a
-  candidate and the same item in the history start from the same id embedding (ours).
+  concatenated and projected to d by an MLP adapter. IH and PA share one item adapter;
+  candidates use it too (``ModelConfig.shared_candidate_adapter``) or have their own. The
+  embedding TABLES are shared by all so that a candidate and the same item in the
+  history start from the same id embedding (ours).
 * Users: id + profile embeddings; queries: id + mean-pooled hashed word pieces +
   popularity. With ``use_side_info = False`` every adapter sees its entity id only.
 """
@@ -30,17 +31,35 @@ def bucket(ids: torch.Tensor, vocab: int) -> torch.Tensor:
 #: it the [0, 1]-scaled numeric statistics (ctr_7d, ...) are noise in the adapter's
 #: input, and the model memorises ids instead of using them (on the tiny world the click
 #: AUC fell below the ctr_7d feature alone). Small ids grow only where the data supports.
+#: The default of ``ModelConfig.id_embedding_std`` and ``side_embedding_std``; note that
+#: log1p(price) and log1p(sales_30d) are not [0, 1]-scaled (RMS ~2.5 on the learnability
+#: worlds), so beside them a 0.02 category embedding is invisible (issue 17).
 ID_EMBEDDING_STD = 0.02
 
 
 class HashedEmbedding(nn.Embedding):
-    """An embedding table indexed by raw ids (hashed, with an OOV bucket)."""
+    """An embedding table indexed by raw ids (hashed, with an OOV bucket); init
+    N(0, std^2), ``ModelConfig.id_embedding_std``."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, std: float = ID_EMBEDDING_STD) -> None:
+        super().__init__(num_embeddings, embedding_dim)  # draws N(0, ID_EMBEDDING_STD^2)
+        if std != ID_EMBEDDING_STD:
+            nn.init.normal_(self.weight, std=std)
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=ID_EMBEDDING_STD)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return super().forward(bucket(ids, self.num_embeddings))
+
+
+def structural_embedding(n: int, d: int, std: float | None) -> nn.Embedding:
+    """A learned position/segment/kind table (``ModelConfig.structural_embedding_std``):
+    N(0, std^2) at init, or nn.Embedding's own N(0, 1) when ``std`` is None."""
+    table = nn.Embedding(n, d)
+    if std is not None:
+        nn.init.normal_(table.weight, std=std)
+    return table
 
 
 def adapter_mlp(d_in: int, d: int) -> nn.Sequential:
@@ -53,10 +72,10 @@ class ItemEmbeddings(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.side = config.use_side_info
-        self.item = HashedEmbedding(config.item_vocab, config.id_dim)
+        self.item = HashedEmbedding(config.item_vocab, config.id_dim, config.id_embedding_std)
         if self.side:
-            self.shop = HashedEmbedding(config.shop_vocab, config.side_dim)
-            self.category = HashedEmbedding(config.category_vocab, config.side_dim)
+            self.shop = HashedEmbedding(config.shop_vocab, config.side_dim, config.side_embedding_std)
+            self.category = HashedEmbedding(config.category_vocab, config.side_dim, config.side_embedding_std)
         self.width = config.id_dim + (2 * config.side_dim + N_ITEM_NUM if self.side else 0)
 
     def forward(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
@@ -71,11 +90,11 @@ class UserAdapter(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.side = config.use_side_info
-        self.user = HashedEmbedding(config.user_vocab, config.id_dim)
+        self.user = HashedEmbedding(config.user_vocab, config.id_dim, config.id_embedding_std)
         n_side = N_USER_CAT - 1
         if self.side:
             self.profile = nn.ModuleList(
-                HashedEmbedding(config.user_side_vocab, config.side_dim) for _ in range(n_side)
+                HashedEmbedding(config.user_side_vocab, config.side_dim, config.side_embedding_std) for _ in range(n_side)
             )
         width = config.id_dim + (n_side * config.side_dim if self.side else 0)
         self.mlp = adapter_mlp(width, config.d_model)
@@ -92,9 +111,9 @@ class QueryAdapter(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.side = config.use_side_info
-        self.query = HashedEmbedding(config.query_vocab, config.id_dim)
+        self.query = HashedEmbedding(config.query_vocab, config.id_dim, config.id_embedding_std)
         if self.side:
-            self.pieces = HashedEmbedding(config.piece_vocab, config.id_dim)
+            self.pieces = HashedEmbedding(config.piece_vocab, config.id_dim, config.id_embedding_std)
         width = config.id_dim + (config.id_dim + N_QUERY_NUM if self.side else 0)
         self.mlp = adapter_mlp(width, config.d_model)
 

@@ -122,3 +122,18 @@ def test_config_json_round_trip_and_validation():
 
 def test_label_columns_cover_the_tasks():
     assert LABEL_COLUMNS == tuple(f"label_{t}" for t in TASKS)
+
+
+def test_a_config_json_from_before_the_issue_17_fields_rebuilds_its_own_model(tmp_path):
+    """Checkpoints written before ``shared_candidate_adapter`` existed hold a candidate
+    adapter of their own: loading one must rebuild that model, not the new default."""
+    old = tiny_config(shared_candidate_adapter=False, structural_embedding_std=None)
+    model = OnePiece(old)
+    save_checkpoint(model, tmp_path)
+    doc = json.loads((tmp_path / "config.json").read_text())
+    for name in ("shared_candidate_adapter", "structural_embedding_std"):
+        del doc[name]
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.config == old and loaded.encoder.cand_adapter is not None
+    assert OnePiece(tiny_config()).encoder.cand_adapter is None  # the default shares it
