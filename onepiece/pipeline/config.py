@@ -206,8 +206,9 @@ class RegistryConfig:
 #: The variant the product trains and publishes by default. ``onepiece_shared`` (the
 #: context never sees the candidates, so serving encodes it once per request) measured
 #: within noise of the paper's mask on the default world at the default ablation budget,
-#: 3 seeds: click AUC +0.0003 (-0.0088..+0.0086), GAUC +0.0016 (-0.0048..+0.0077)
-#: (docs/results.md), and scores 2.7-3.1x more candidates per second in process.
+#: 3 seeds: click AUC +0.0003 (-0.0088..+0.0086), GAUC +0.0016 (-0.0048..+0.0077); with
+#: issue 17's embedding defaults -0.0034 (-0.0113..+0.0040) and +0.0015 (-0.0076..+0.0116)
+#: (docs/results.md). In process it scores 2.8-2.9x the candidates per second.
 PRODUCT_VARIANT = "onepiece_shared"
 
 
