@@ -67,6 +67,15 @@ def ablation_command(
         list[str] | None,
         typer.Option("--set", help="Override a ModelConfig field of every row, KEY=VALUE; repeatable."),
     ] = None,
+    curve: Annotated[
+        str | None,
+        typer.Option(
+            "--learning-curve",
+            help="Also train the rows at these training budgets (comma-separated requests, 0 = all; e.g. "
+            "1500,6000,0) on the same test requests: learning_curve.json, learning_curve.png and a section "
+            "of ablation.md. Each budget costs one more run of the rows.",
+        ),
+    ] = None,
     world: Annotated[
         Path | None,
         typer.Option(
@@ -86,7 +95,8 @@ def ablation_command(
     request level and order within requests), anchors.json (the click AUC that membership in
     the request's preference anchors still adds to each row), history.json (the same for hand
     features of the user's history), gbdt_importance.json (the gbdt
-    row's click model: the gain of each hand feature), with a generated world
+    row's click model: the gain of each hand feature), with --learning-curve
+    learning_curve.json and .png (the rows at each training budget), with a generated world
     captured.json (what each row's click logit reproduces of each term of the world's
     utility) and a bar plot."""
     import dataclasses
@@ -96,7 +106,7 @@ def ablation_command(
 
     from onepiece import storage
     from onepiece.errors import UserError
-    from onepiece.evaluation import ablation, gbdt
+    from onepiece.evaluation import ablation, gbdt, learning_curve
     from onepiece.evaluation.anchor_signal import HISTORY_FEATURES, markdown_anchor_signal, markdown_history_signal
     from onepiece.evaluation.captured import markdown_captured
     from onepiece.evaluation.metrics_file import write_json
@@ -122,6 +132,10 @@ def ablation_command(
     except ValueError as err:
         raise UserError(f"a training option (--epochs, --lr, --lr-schedule, ...): {err}") from None
     gbdt_config = gbdt.GBDTConfig()
+    try:
+        budgets = learning_curve.parse_budgets(curve) if curve else ()
+    except ValueError as err:
+        raise UserError(f"--learning-curve: {err}") from None
     with staged_dir(out) as staging:
         if trainset is None:
             if world is None and (Path(storage.data_root(data)) / "world.json").exists():
@@ -189,6 +203,14 @@ def ablation_command(
             text.append(gbdt.markdown_importance(importance))
         if result.captured:
             text.append(markdown_captured(result.captured, result.utility_spread))
+        if budgets:
+            points = learning_curve.learning_curve(
+                train_rows, test_rows, cfg, chosen, budgets, on_row=report,
+                model_overrides=parse_overrides(model_set or []), gbdt_config=gbdt_config,
+            )
+            write_json({"points": points}, staging / "learning_curve.json")
+            learning_curve.plot_learning_curve(points, staging / "learning_curve.png")
+            text.append(learning_curve.markdown_learning_curve(points))
         (staging / "ablation.md").write_text("\n".join(text) + "\n")
         paper = {r.variant: r.paper_click_auc for r in ablation.ROWS}
         names = [r["variant"] for r in rows]

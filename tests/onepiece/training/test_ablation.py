@@ -148,7 +148,7 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
         app,
         ["ablation", "--trainset", str(tmp_path / "ts"), "--out", str(out), "--variants", "onepiece,hstu,gbdt",
          "--epochs", "1", "--threads", "1", "--workers", "1", "--max-train-requests", "60",
-         "--max-test-requests", "40", "--lr", "0.003", "--patience", "2"]
+         "--max-test-requests", "40", "--lr", "0.003", "--patience", "2", "--learning-curve", "30"]
         + [a for k, v in tiny_model.items() for a in ("--set", f"{k}={json.dumps(v)}")],
     )
     assert result.exit_code == 0, result.output
@@ -197,6 +197,9 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     assert all(r["unused"] == pytest.approx(r["auc_with_anchors"] - r["auc"]) for r in history["rows"].values())
     assert "History signal each row leaves unused" in (out / "ablation.md").read_text()
     assert (out / "ablation_click_auc.png").stat().st_size > 0
+    curve = json.loads((out / "learning_curve.json").read_text())["points"]
+    assert sorted(p["variant"] for p in curve) == ["gbdt", "hstu", "onepiece"] and {p["train_requests"] for p in curve} == {30}
+    assert (out / "learning_curve.png").stat().st_size > 0 and "## Learning curve (click)" in table
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
