@@ -16,8 +16,8 @@ VariantOption = Annotated[
     str,
     typer.Option(
         "--variant",
-        help="Named model variant (onepiece_shared: the product default, its context encoded "
-        "once per request; onepiece: the paper's mask; dlrm, hstu, hstu_pa, rearec, rearec_pa, "
+        help="Named model variant (onepiece: the product default, the paper's mask; onepiece_shared: "
+        "its context encoded once per request; dlrm, hstu, hstu_pa, rearec, rearec_pa, "
         "onepiece_ids_only, onepiece_no_pa, onepiece_no_sd, onepiece_causal, "
         "onepiece_invisible, onepiece_k1, onepiece_k2, onepiece_last_step, "
         "onepiece_retrieval, ...).",
