@@ -25,6 +25,11 @@ Conventions (stable; other parts code against them):
   BOS, its first ``pa_per_group`` items, EOS; groups follow the contract's PA_GROUPS order.
   ``pa_kind`` is 0 item / 1 BOS / 2 EOS, ``pa_group`` the group code, ``pa_pos`` the
   position inside the group (BOS = 0). An empty PA gives ``pa_len`` 0.
+* Triton: ``served_inputs(layout)`` / ``served_outputs(layout)`` derive the served tensors
+  from these specs. A model that does not share its context (``layout_of``) is served one
+  sequence per batch element (``per_group``); one that does is served bundles of whole
+  requests, each context once with its groups and their ``group_context`` index
+  (``shared_context``; ``ModelInputs.bundle`` / ``from_bundles``).
 * Query text: lower-cased, split on whitespace, each word hashed with 32-bit FNV-1a over
   its UTF-8 bytes (stable across processes, unlike ``hash()``), at most
   ``query_max_pieces`` pieces.
@@ -141,6 +146,45 @@ OUTPUT_SPECS: Final[dict[str, TensorSpec]] = {
 }
 
 
+#: The two layouts of a Triton request; ``onepiece export`` picks one from the checkpoint's
+#: config (``layout_of``) and the client sends what the served model declares.
+PER_GROUP: Final = "per_group"
+SHARED_CONTEXT: Final = "shared_context"
+LAYOUTS: Final = (PER_GROUP, SHARED_CONTEXT)
+
+
+def layout_of(config: ModelConfig) -> str:
+    """The served layout of a model: shared-context when each request's context can be
+    encoded once (``ModelConfig.shares_context``), else one sequence per group."""
+    return SHARED_CONTEXT if config.shares_context else PER_GROUP
+
+
+def served_inputs(layout: str) -> dict[str, TensorSpec]:
+    """The Triton inputs of a layout, per batch element (Triton prepends the batch dim).
+
+    ``per_group``: one element is one sequence (``TENSOR_SPECS``). ``shared_context``: one
+    element is a *bundle* of whole requests: every context tensor gains a leading dim of R
+    contexts, every candidate tensor one of G groups, and ``group_context`` [G] is the
+    context row (0..R-1, inside the bundle) of each group. R and G vary per bundle, so
+    every input is ragged (``allow_ragged_batch``) and the batcher merges bundles of any
+    size; the backend concatenates them (``ModelInputs.from_bundles``).
+    """
+    if layout == PER_GROUP:
+        return dict(TENSOR_SPECS)
+    if layout != SHARED_CONTEXT:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    specs = {name: TensorSpec(s.dtype, (-1, *s.shape)) for name, s in TENSOR_SPECS.items()}
+    return specs | {"group_context": TensorSpec(_I64, (-1,))}
+
+
+def served_outputs(layout: str) -> dict[str, TensorSpec]:
+    """The Triton outputs of a layout: per sequence [C]; per bundle [G, C]."""
+    if layout == PER_GROUP:
+        return dict(OUTPUT_SPECS)
+    served_inputs(layout)  # checks the name
+    return {name: TensorSpec(s.dtype, (-1, *s.shape)) for name, s in OUTPUT_SPECS.items()}
+
+
 @dataclass
 class ModelInputs:
     """The model's input tensors (exactly TENSOR_SPECS) plus row bookkeeping.
@@ -231,6 +275,54 @@ class ModelInputs:
                     f"expected {spec.dtype} [batch, {', '.join(map(str, spec.shape))}]"
                 )
         return cls(**{name: tensors[name] for name in TENSOR_SPECS})
+
+    def bundle(self) -> dict[str, torch.Tensor]:
+        """Shared layout: the named tensors of one Triton request (``served_inputs``), a
+        batch of one bundle: every tensor with a leading dim of 1, plus ``group_context``."""
+        if self.group_context is None:
+            raise ValueError("bundle() needs the shared-context layout (tensorize(..., shared_context=True))")
+        tensors = self.tensors() | {"group_context": self.group_context}
+        return {name: t.unsqueeze(0) for name, t in tensors.items()}
+
+    @classmethod
+    def from_bundles(cls, requests: list[dict[str, torch.Tensor]]) -> tuple[ModelInputs, list[tuple[int, int]]]:
+        """Merge Triton requests in the shared layout (a batch of n bundles each, tensors
+        [n, R, ...] / [n, G, ...]) into one shared-layout input: contexts and groups
+        concatenated in order, ``group_context`` shifted to the merged context rows.
+        Returns it with (n, G) of each request, to split the per-group outputs. Padded
+        widths must agree across requests (``tensorize(..., fixed_shape=True)``)."""
+        assert requests, "from_bundles() needs at least one request"
+        parts: list[ModelInputs] = []
+        sizes: list[tuple[int, int]] = []
+        for tensors in requests:
+            if "group_context" not in tensors:
+                raise ValueError("model input 'group_context' missing (shared-context layout)")
+            n, r = tensors["user_cat"].shape[:2]
+            g = tensors["cand_len"].shape[1]
+            flat = {name: t.flatten(0, 1) for name, t in tensors.items()}
+            index = flat.pop("group_context")
+            if index.dtype != torch.int64 or tuple(tensors["group_context"].shape) != (n, g):
+                raise ValueError(f"model input 'group_context': got {index.dtype} "
+                                 f"{tuple(tensors['group_context'].shape)}, expected int64 [{n}, {g}]")
+            if index.numel() and (int(index.min()) < 0 or int(index.max()) >= r):
+                raise ValueError(f"model input 'group_context': context rows must be in 0..{r - 1}")
+            inputs = cls.from_tensors(flat)
+            if inputs.n_groups != n * g:
+                raise ValueError("candidate tensors disagree on the number of groups")
+            # Bundle i of this request owns contexts i*R .. i*R+R-1.
+            offsets = torch.arange(n, device=index.device).repeat_interleave(g) * r
+            parts.append(dataclasses.replace(inputs, group_context=index + offsets))
+            sizes.append((int(n), int(g)))
+        merged: dict[str, Any] = {}
+        for name in TENSOR_SPECS:
+            merged[name] = torch.cat([getattr(p, name) for p in parts]) if len(parts) > 1 else getattr(parts[0], name)
+        shift = 0
+        indices = []
+        for p in parts:
+            indices.append(p.group_context + shift)
+            shift += p.batch_size
+        merged["group_context"] = torch.cat(indices) if len(indices) > 1 else indices[0]
+        return cls(**merged), sizes
 
     def to(self, device: torch.device | str) -> ModelInputs:
         moved = {

@@ -7,8 +7,12 @@
   the batch goes to the next one (failover), with exponential backoff between attempts
   (tenacity). Inference is pure, so a retried batch cannot double-count.
 - ``preflight()`` checks, before any scoring, that every server has the pinned model
-  version ready, that its inputs are the tensor contract, and that its recorded config and
+  version ready, that its inputs are the tensor contract in the layout the checkpoint
+  needs (``onepiece.model.inputs.layout_of``), and that its recorded config and
   FeatureService match the checkpoint the run expects.
+- Layouts: a per-group model gets one sequence per group (the context repeated); a model
+  that shares its context gets bundles of whole requests, each context sent once with all
+  its groups and their ``group_context`` index (a chunk of rows is one bundle).
 """
 
 from __future__ import annotations
@@ -85,7 +89,11 @@ class TritonClientConfig:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """What preflight found: the pinned version and the config it was exported with."""
+    """What preflight found: the pinned version and the config it was exported with.
+
+    ``max_batch_size`` / ``preferred_batch_size``: candidate groups per Triton request, at
+    most / aimed at (per-group layout: the dynamic batcher's sizes; shared-context layout:
+    the bundle size config.pbtxt records as ``groups_per_request``)."""
 
     name: str
     version: int
@@ -94,6 +102,7 @@ class ServedModel:
     feature_service: str
     max_batch_size: int
     preferred_batch_size: int
+    layout: str = "per_group"
 
     @property
     def model_config(self) -> Any:
@@ -256,6 +265,7 @@ class TritonRankerClient:
                     f"servers disagree on {cfg.model_name} v{version}: {reachable[0]} and {url} "
                     "were exported from different configs"
                 )
+        self._check_layout(first, reachable[0], expected_config_json)
         if expected_config_json is not None and config_sha256(expected_config_json) != first.config_sha256:
             raise UserError(
                 f"{cfg.model_name} v{version} on {reachable[0]} was exported from a different "
@@ -269,6 +279,27 @@ class TritonRankerClient:
             )
         self.served = first
         return first
+
+    def _check_layout(self, served: ServedModel, url: str, expected_config_json: str | None) -> None:
+        """The served inputs must be the layout export picks for the checkpoint (the run's,
+        else the one the served version records): a stale repository is refused."""
+        from onepiece.model import ModelConfig
+        from onepiece.model.inputs import SHARED_CONTEXT, layout_of
+
+        which = "the checkpoint this run expects" if expected_config_json else "its own recorded config"
+        config = ModelConfig.from_json(expected_config_json or served.config_json)
+        needed = layout_of(config)
+        if needed != served.layout:
+            why = (
+                "its context is blind to the candidates, so each request's context is sent once"
+                if needed == SHARED_CONTEXT
+                else "its context sees the candidates, so every group is sent as its own sequence"
+            )
+            raise UserError(
+                f"{served.name} v{served.version} on {url} is served in the {served.layout} "
+                f"tensor layout, but {which} ({config.name}) needs the {needed} layout ({why}): "
+                "re-export the checkpoint with `onepiece export`"
+            )
 
     def _ready_versions(self, url: str) -> list[int]:
         client = self._client(url)
@@ -298,7 +329,7 @@ class TritonRankerClient:
             return False
 
     def _check_server(self, url: str, version: int) -> ServedModel:
-        from onepiece.model.inputs import OUTPUT_SPECS, TENSOR_SPECS
+        from onepiece.model.inputs import LAYOUTS, SHARED_CONTEXT, served_inputs, served_outputs
 
         cfg = self.config
         client = self._client(url)
@@ -316,13 +347,20 @@ class TritonRankerClient:
                 for t in served.get(section, [])
             }
 
-        for section, specs in (("input", TENSOR_SPECS), ("output", OUTPUT_SPECS)):
-            want = {n: (s.triton_dtype, s.shape) for n, s in specs.items()}
-            if tensors(section) != want:
-                raise UserError(
-                    f"{cfg.model_name} v{version} on {url}: its {section}s {tensors(section)} "
-                    f"do not match this package's tensor contract {want}: re-export the model"
-                )
+        def declared(layout: str) -> tuple[dict, dict]:
+            return tuple(  # type: ignore[return-value]
+                {n: (s.triton_dtype, s.shape) for n, s in specs.items()}
+                for specs in (served_inputs(layout), served_outputs(layout))
+            )
+
+        found = (tensors("input"), tensors("output"))
+        layout = next((name for name in LAYOUTS if declared(name) == found), None)
+        if layout is None:
+            raise UserError(
+                f"{cfg.model_name} v{version} on {url}: its inputs {found[0]} and outputs "
+                f"{found[1]} match no layout of this package's tensor contract "
+                f"({', '.join(LAYOUTS)}): re-export the model"
+            )
         params = {k: v.get("string_value", "") for k, v in served.get("parameters", {}).items()}
         key = f"v{version}."
         if key + "config_json" not in params:
@@ -332,6 +370,14 @@ class TritonRankerClient:
             )
         max_batch = int(served.get("max_batch_size", 0))
         preferred = served.get("dynamic_batching", {}).get("preferred_batch_size") or [max_batch]
+        if layout == SHARED_CONTEXT:  # Triton batches bundles; the client counts groups
+            if not params.get("groups_per_request", "").isdigit():
+                raise UserError(
+                    f"{cfg.model_name} on {url}: config.pbtxt records no groups_per_request "
+                    "for its shared-context layout; re-export it with `onepiece export`"
+                )
+            max_batch = int(params["groups_per_request"])
+            preferred = [max_batch]
         return ServedModel(
             name=cfg.model_name,
             version=version,
@@ -340,6 +386,7 @@ class TritonRankerClient:
             feature_service=params[key + "feature_service"],
             max_batch_size=max_batch,
             preferred_batch_size=int(max(int(p) for p in preferred)),
+            layout=layout,
         )
 
     # --- scoring -------------------------------------------------------------------------
@@ -430,10 +477,41 @@ class TritonRankerClient:
         ]
         return {name: np.concatenate([p[name] for p in parts]) for name in _output_names()}
 
+    @property
+    def shared(self) -> bool:
+        """Whether the served model takes shared-context bundles (known after preflight)."""
+        assert self.served is not None, "call preflight() first"
+        from onepiece.model.inputs import SHARED_CONTEXT
+
+        return self.served.layout == SHARED_CONTEXT
+
+    def infer_bundle(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Shared-context layout: one bundle (ModelInputs with ``group_context``) as one
+        request; ``p_<task>`` -> [G, C]."""
+        if inputs.n_groups == 0:  # nothing to score (requests without candidates)
+            width = inputs.cand_item_cat.shape[1]
+            return {name: np.zeros((0, width), np.float32) for name in _output_names()}
+        out = self.infer_batch({name: t.numpy() for name, t in inputs.bundle().items()})
+        return {name: a[0] for name, a in out.items()}
+
     def score_inputs(self, inputs: Any) -> dict[str, np.ndarray]:
-        """Task probabilities ``p_<task>`` -> [B, C] for ModelInputs, in concurrent batches."""
-        tensors = {name: t.numpy() for name, t in inputs.tensors().items()}
+        """Task probabilities ``p_<task>`` -> [groups, C] for ModelInputs, in concurrent
+        requests. The served layout decides: per-sequence inputs to a per-group model, the
+        shared-context layout (cut into bundles of whole contexts) to a shared one."""
         step = self._step()
+        if self.shared:
+            if inputs.group_context is None:
+                raise UserError("the served model takes the shared-context layout: tensorize(..., shared_context=True)")
+            bundles = [inputs.contexts(rows) for rows in _bundle_rows(inputs, step)]
+            results = list(self._pool.map(self.infer_bundle, [b for b, _ in bundles]))
+            width = inputs.cand_item_cat.shape[1]
+            out = {name: np.zeros((inputs.n_groups, width), np.float32) for name in _output_names()}
+            for (_, groups), result in zip(bundles, results):
+                for name in out:
+                    out[name][groups.numpy()] = result[name]
+            return out
+        inputs = inputs.sequences()
+        tensors = {name: t.numpy() for name, t in inputs.tensors().items()}
         chunks = [{n: a[i : i + step] for n, a in tensors.items()} for i in range(0, inputs.batch_size, step)]
         results = list(self._pool.map(self.infer_batch, chunks))
         return {
@@ -455,11 +533,15 @@ class TritonRankerClient:
         assert self.served is not None, "call preflight() first"
         model_config = self.served.model_config
 
+        shared = self.shared
+
         def one(chunk: pa.Table) -> dict[str, np.ndarray]:
-            inputs = tensorize(chunk, model_config, fixed_shape=True, source=source)
+            inputs = tensorize(chunk, model_config, fixed_shape=True, shared_context=shared, source=source)
             assert inputs.cand_flat_index is not None  # tensorize() always sets it
-            tensors = {name: t.numpy() for name, t in inputs.tensors().items()}
-            probs = self._infer_all(tensors)
+            if shared:  # the chunk is one bundle: each context once, all its groups
+                probs = self.infer_bundle(inputs)
+            else:
+                probs = self._infer_all({name: t.numpy() for name, t in inputs.tensors().items()})
             return scatter_to_candidates(probs, inputs.cand_flat_index.numpy(), chunk)
 
         chunks = list(chunk_rows(contexts, model_config.group_size, self._step()))
@@ -468,6 +550,23 @@ class TritonRankerClient:
             name: np.concatenate([r[name] for r in results]) if results else np.zeros(0, np.float32)
             for name in _output_names()
         }
+
+
+def _bundle_rows(inputs: Any, max_groups: int) -> list[Any]:
+    """Shared layout: consecutive runs of context rows with at most ``max_groups`` groups
+    each (a context with more is a run of its own), like ``scoring.chunk_rows``."""
+    import torch
+
+    per_context = torch.bincount(inputs.group_context, minlength=inputs.batch_size).tolist()
+    runs, start, total = [], 0, 0
+    for row, n in enumerate(per_context):
+        if total and total + n > max_groups:
+            runs.append(torch.arange(start, row))
+            start, total = row, 0
+        total += n
+    if inputs.batch_size > start:
+        runs.append(torch.arange(start, inputs.batch_size))
+    return runs
 
 
 def _output_names() -> list[str]:

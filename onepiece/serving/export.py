@@ -12,7 +12,11 @@ Layout (standard Triton, loads unchanged in NVIDIA's server container)::
 and its FeatureService) is recorded as parameters ``v<N>.config_json``,
 ``v<N>.config_sha256`` and ``v<N>.feature_service``, so a client can check a remote
 server's version against its checkpoint before scoring. Inputs and outputs are generated
-from the tensor contract (``onepiece.model.inputs.TENSOR_SPECS`` / ``OUTPUT_SPECS``).
+from the tensor contract (``onepiece.model.inputs.served_inputs`` / ``served_outputs``) in
+the layout the checkpoint's config needs (``layout_of``): one sequence per batch element
+for a model whose context sees the candidates, bundles of whole requests (each context
+once, its groups, a ``group_context`` index; ragged inputs) for one that shares it. One
+``config.pbtxt`` holds one layout, so the versions it keeps loaded must agree on it.
 """
 
 from __future__ import annotations
@@ -70,6 +74,10 @@ class ExportConfig:
     # Keep the newest N versions loaded: the current one and its predecessor for rollback
     # and A/B pinning; 0 means all versions in the repository.
     latest_versions: int = 2
+    # Shared-context layout: Triton requests (bundles of whole requests, each of about
+    # max(preferred_batch_sizes) groups) merged into one execution. Bundles vary in size,
+    # so they are not counted in groups; score() chunks the merged input itself.
+    max_bundles: int = 8
     # torch intra-op threads per CPU instance. Scale with instance_count instead: several
     # threads per instance spin against each other on a busy machine (measured 16x slower
     # with 2 threads than with 1 on a loaded 2-core host).
@@ -83,6 +91,13 @@ class ExportConfig:
             )
         if self.instance_count < 1:
             raise UserError(f"instance_count must be at least 1, got {self.instance_count}")
+        if self.max_bundles < 1:
+            raise UserError(f"max_bundles must be at least 1, got {self.max_bundles}")
+
+    @property
+    def groups_per_request(self) -> int:
+        """Shared-context layout: the candidate groups a client puts in one bundle."""
+        return max(self.preferred_batch_sizes)
 
 
 def config_sha256(config_json: str) -> str:
@@ -130,21 +145,60 @@ def check_exported(model_repo: str | Path, model_name: str = MODEL_NAME) -> list
     return versions
 
 
-def render_config_pbtxt(config: ExportConfig, versions: dict[int, str]) -> str:
-    """config.pbtxt text for the model; ``versions`` maps version -> its config.json text."""
-    from onepiece.model.inputs import OUTPUT_SPECS, TENSOR_SPECS
+def loaded_versions(versions: list[int], latest: int) -> list[int]:
+    """The versions a ``latest { num_versions: N }`` policy loads (0: all)."""
+    return sorted(versions)[-latest:] if latest else sorted(versions)
 
-    def tensor(name: str, dtype: str, dims: tuple[int, ...]) -> str:
-        return f'  {{ name: "{name}" data_type: {dtype} dims: [ {", ".join(map(str, dims))} ] }}'
 
-    inputs = ",\n".join(tensor(n, s.triton_dtype, s.shape) for n, s in TENSOR_SPECS.items())
-    outputs = ",\n".join(tensor(n, s.triton_dtype, s.shape) for n, s in OUTPUT_SPECS.items())
+def served_layout(config: ExportConfig, versions: dict[int, str]) -> str:
+    """The one layout of the versions the policy loads (``versions``: version -> config.json
+    text); per-group for a repository without exported versions. Mixed layouts are refused:
+    one config.pbtxt declares one set of inputs."""
+    from onepiece.model import ModelConfig
+    from onepiece.model.inputs import PER_GROUP, layout_of
+
+    layouts = {
+        v: layout_of(ModelConfig.from_json(versions[v]))
+        for v in loaded_versions(list(versions), config.latest_versions)
+    }
+    if len(set(layouts.values())) > 1:
+        listed = ", ".join(f"v{v} {layout}" for v, layout in sorted(layouts.items()))
+        raise UserError(
+            f"model {config.model_name}: the versions its policy keeps loaded need different "
+            f"tensor layouts ({listed}) and one config.pbtxt declares one: export the new "
+            "layout into another model repository, or with --latest-versions 1"
+        )
+    return next(iter(layouts.values()), PER_GROUP)
+
+
+def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: str | None = None) -> str:
+    """config.pbtxt text for the model; ``versions`` maps version -> its config.json text.
+    ``layout`` (default: the versions', ``served_layout``) picks the tensor contract."""
+    from onepiece.model.inputs import SHARED_CONTEXT, served_inputs, served_outputs
+
+    layout = layout or served_layout(config, versions)
+    shared = layout == SHARED_CONTEXT
+    ragged = " allow_ragged_batch: true" if shared else ""
+
+    def tensor(name: str, dtype: str, dims: tuple[int, ...], extra: str = "") -> str:
+        return f'  {{ name: "{name}" data_type: {dtype} dims: [ {", ".join(map(str, dims))} ]{extra} }}'
+
+    inputs = ",\n".join(
+        tensor(n, s.triton_dtype, s.shape, ragged) for n, s in served_inputs(layout).items()
+    )
+    outputs = ",\n".join(
+        tensor(n, s.triton_dtype, s.shape) for n, s in served_outputs(layout).items()
+    )
     policy = (
         f"{{ latest {{ num_versions: {config.latest_versions} }} }}"
         if config.latest_versions
         else "{ all { } }"
     )
     params = [f'parameters {{ key: "cpu_threads" value {{ string_value: "{config.cpu_threads}" }} }}']
+    if shared:
+        params.append(
+            f'parameters {{ key: "groups_per_request" value {{ string_value: "{config.groups_per_request}" }} }}'
+        )
     for version, text in sorted(versions.items()):
         model_config = json.loads(text)
         for key, value in (
@@ -155,21 +209,37 @@ def render_config_pbtxt(config: ExportConfig, versions: dict[int, str]) -> str:
             params.append(
                 f'parameters {{ key: "v{version}.{key}" value {{ string_value: {_pb_string(value)} }} }}'
             )
+    if shared:
+        header = [
+            "# Generated by `onepiece export` from onepiece/model/inputs.py (TENSOR_SPECS,",
+            "# OUTPUT_SPECS, served_inputs); do not edit by hand. Shared-context layout: one",
+            "# sample = a bundle of whole requests: R contexts, G candidate groups and",
+            "# group_context [G], each group's context row; ragged, so bundles of any R and G",
+            "# batch together. Length tensors mark padding.",
+        ]
+        batching = [f"  max_queue_delay_microseconds: {config.max_queue_delay_us}"]
+    else:
+        header = [
+            "# Generated by `onepiece export` from onepiece/model/inputs.py (TENSOR_SPECS,",
+            "# OUTPUT_SPECS); do not edit by hand. One sample = one context plus one group of",
+            "# at most C candidates; length tensors mark padding.",
+        ]
+        batching = [
+            f"  preferred_batch_size: [ {', '.join(map(str, config.preferred_batch_sizes))} ]",
+            f"  max_queue_delay_microseconds: {config.max_queue_delay_us}",
+        ]
     lines = [
-        "# Generated by `onepiece export` from onepiece/model/inputs.py (TENSOR_SPECS,",
-        "# OUTPUT_SPECS); do not edit by hand. One sample = one context plus one group of",
-        "# at most C candidates; length tensors mark padding.",
+        *header,
         f'name: "{config.model_name}"',
         'backend: "python"',
-        f"max_batch_size: {config.max_batch_size}",
+        f"max_batch_size: {config.max_bundles if shared else config.max_batch_size}",
         f"version_policy: {policy}",
         f"input [\n{inputs}\n]",
         f"output [\n{outputs}\n]",
         f"instance_group [ {{ kind: {_instance_kind(config.instance_kind)} "
         f"count: {config.instance_count} }} ]",
         "dynamic_batching {",
-        f"  preferred_batch_size: [ {', '.join(map(str, config.preferred_batch_sizes))} ]",
-        f"  max_queue_delay_microseconds: {config.max_queue_delay_us}",
+        *batching,
         "}",
         *params,
     ]
@@ -220,6 +290,9 @@ def export_checkpoint(
         version = max(existing, default=0) + 1
     if version < 1:
         raise UserError(f"model version must be a positive integer, got {version}")
+    # Refuse a layout the loaded versions do not share before anything is written.
+    configs = {v: (p / CONFIG_FILE).read_text() for v, p in existing.items() if (p / CONFIG_FILE).is_file()}
+    served_layout(config, configs | {version: (checkpoint / CONFIG_FILE).read_text()})
     with staged_dir(model_dir / str(version)) as staging:
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copyfile(checkpoint / name, staging / name)

@@ -163,11 +163,14 @@ def prepare_backend_dir(install: TritonInstallation, cache_dir: Path) -> Path:
 
 
 def stub_pythonpath() -> str:
-    """Import paths for the stub: this interpreter's site-packages and the source root."""
+    """Import paths for the stub: the source root this module was imported from, then this
+    interpreter's site-packages. The source root goes first so that the server runs the
+    same code as its launcher, even when site-packages holds (or an editable install
+    points at) another checkout."""
     import site
 
-    paths = list(site.getsitepackages())
-    paths.append(str(Path(__file__).resolve().parents[2]))  # the checkout, if not installed
+    paths = [str(Path(__file__).resolve().parents[2])]
+    paths += list(site.getsitepackages())
     return os.pathsep.join(dict.fromkeys(paths))
 
 

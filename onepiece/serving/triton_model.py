@@ -9,7 +9,10 @@ from here, so the serving logic is versioned with the package, not copied per ve
   device from the instance kind (CUDA with bf16 autocast on a GPU instance).
 - ``execute`` concatenates the requests of a dynamic batch that share a shape, runs ONE
   ``score()`` call under ``torch.inference_mode()`` and returns exactly one response per
-  request (errors attached to that response, never raised).
+  request (errors attached to that response, never raised). The layout comes from the
+  inputs config.pbtxt declares: per-group requests are concatenated along the batch;
+  shared-context bundles (``group_context`` present) are merged by
+  ``ModelInputs.from_bundles`` and each gets its own groups' rows back.
 - Tensors cross the stub boundary through DLPack both ways: with numpy 2, outputs built
   from numpy arrays come back empty (platform notes).
 """
@@ -56,6 +59,7 @@ class TritonPythonModel:
         self.model = load_checkpoint(version_dir, device=self.device)
         self.input_names = [spec["name"] for spec in model_config["input"]]
         self.output_names = [spec["name"] for spec in model_config["output"]]
+        self.shared = "group_context" in self.input_names
 
     def _inputs(self, request: Any) -> dict[str, torch.Tensor]:
         return {
@@ -64,21 +68,31 @@ class TritonPythonModel:
         }
 
     def _run(self, batch: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        """Score requests of identical shapes in one forward pass; split the outputs."""
+        """Score requests of identical (padded) shapes in one forward pass; split the outputs."""
         from onepiece.model import score
         from onepiece.model.inputs import ModelInputs
 
-        sizes = [int(next(iter(t.values())).shape[0]) for t in batch]
-        # A lone request (the client's requests are already a preferred batch) is scored
-        # straight from the stub's shared-memory views: no concatenation copy.
-        merged = {
-            name: _concat([t[name] for t in batch]).to(self.device) for name in self.input_names
-        }
+        if self.shared:
+            inputs, bundles = ModelInputs.from_bundles(batch)  # contexts once, all groups
+            sizes = [n * g for n, g in bundles]
+        else:
+            sizes = [int(next(iter(t.values())).shape[0]) for t in batch]
+            # A lone request (the client's requests are already a preferred batch) is
+            # scored straight from the stub's shared-memory views: no concatenation copy.
+            inputs = ModelInputs.from_tensors(
+                {name: _concat([t[name] for t in batch]) for name in self.input_names}
+            )
         with torch.inference_mode():  # score() adds bf16 autocast on CUDA
-            probs = score(self.model, ModelInputs.from_tensors(merged))  # task -> [B, C]
+            probs = score(self.model, inputs.to(self.device))  # task -> [groups, C]
         outputs = {f"p_{task}": p.float().cpu().contiguous() for task, p in probs.items()}
         split = {name: outputs[name].split(sizes) for name in self.output_names}
-        return [{name: split[name][i] for name in self.output_names} for i in range(len(batch))]
+        results = [{name: split[name][i] for name in self.output_names} for i in range(len(batch))]
+        if self.shared:  # each request's [n * G, C] back to its [n, G, C]
+            results = [
+                {name: t.reshape(n, g, t.shape[-1]) for name, t in out.items()}
+                for out, (n, g) in zip(results, bundles)
+            ]
+        return results
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -90,7 +104,9 @@ class TritonPythonModel:
             except Exception as err:  # noqa: BLE001 (reported on this request's response)
                 responses[i] = _error(f"reading inputs: {err}")
                 continue
-            shape_key = tuple(tuple(t.shape[1:]) for t in tensors[i].values())
+            # Shared bundles merge whatever their R and G (dims 1); padded widths must agree.
+            first = 2 if self.shared else 1
+            shape_key = tuple(tuple(t.shape[first:]) for t in tensors[i].values())
             groups[shape_key].append(i)
         for members in groups.values():
             for i, response in zip(members, self._score([tensors[i] for i in members])):

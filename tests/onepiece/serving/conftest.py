@@ -47,3 +47,25 @@ def ranker_server(ranker_repo: RankerRepo) -> Iterator[Any]:
 
     with embedded_triton(TritonServerConfig(ranker_repo.repo)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def shared_repo(tmp_path_factory: pytest.TempPathFactory) -> RankerRepo:
+    """A model repository serving a shared-context checkpoint (context blind to the
+    candidates): export writes the shared-context layout. The long queue delay lets the
+    dynamic batcher merge concurrent bundles."""
+    from onepiece.serving.export import ExportConfig, export_checkpoint
+
+    base = tmp_path_factory.mktemp("shared")
+    ckpt = write_checkpoint(base / "ckpt-shared", seed=5, context_sees_candidates=False)
+    export = ExportConfig(preferred_batch_sizes=(8,), max_batch_size=8, max_queue_delay_us=50_000)
+    export_checkpoint(ckpt, base / "model_repo", version=1, config=export)
+    return RankerRepo(base / "model_repo", {1: ckpt})
+
+
+@pytest.fixture(scope="session")
+def shared_server(shared_repo: RankerRepo) -> Iterator[Any]:
+    from onepiece.serving.server import TritonServerConfig, embedded_triton
+
+    with embedded_triton(TritonServerConfig(shared_repo.repo)) as server:
+        yield server

@@ -108,3 +108,18 @@ def test_export_command_and_bad_version(tmp_path: Path) -> None:
         capture_output=True, text=True,
     )
     assert bad.returncode == 2 and "model version must be a positive integer" in bad.stderr
+
+
+def test_export_picks_the_layout_and_refuses_to_mix_layouts_in_the_loaded_versions(tmp_path: Path) -> None:
+    per_group = write_checkpoint(tmp_path / "a", seed=0)
+    shared = write_checkpoint(tmp_path / "b", seed=0, context_sees_candidates=False)
+    repo = tmp_path / "repo"
+    export_checkpoint(per_group, repo)
+    with pytest.raises(UserError, match=r"v1 per_group, v2 shared_context"):
+        export_checkpoint(shared, repo)
+    assert sorted(p.name for p in (repo / "onepiece_ranker").iterdir()) == ["1", "config.pbtxt"]
+    # keeping only the newest version loaded, the repository switches layout
+    written = export_checkpoint(shared, repo, config=ExportConfig(latest_versions=1))
+    pbtxt = (repo / "onepiece_ranker" / "config.pbtxt").read_text()
+    assert written.name == "2" and 'name: "group_context"' in pbtxt and "allow_ragged_batch: true" in pbtxt
+    assert 'key: "groups_per_request" value { string_value: "256" }' in pbtxt
