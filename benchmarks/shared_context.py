@@ -19,7 +19,14 @@ per-group probabilities, float32), ``train_speedup`` (training candidates/s of t
 shared-context model on whole requests over the product model on per-group batches,
 same rows; a candidate counts once per epoch), and per figure its GFLOP/s and peak share.
 
-    .venv/bin/python benchmarks/shared_context.py [--repeats 5] [--quick]
+``triton_over_inprocess_shared``: the same shared-context model exported (shared-context
+layout, one CPU instance, one torch thread) and served by the real embedded tritonserver;
+candidates/s of ``TritonRankerClient.score_contexts`` over gRPC (each request's context
+sent once, bundles merged by the dynamic batcher) over in-process ``tensorize`` plus
+``score()`` on the same 200-candidate requests, interleaved in the same run
+(``--no-triton`` skips it).
+
+    .venv/bin/python benchmarks/shared_context.py [--repeats 5] [--quick] [--no-triton]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -91,12 +99,49 @@ def training_candidates_per_s(variant: str, rows: pa.Table, repeats: int) -> tup
     return sum(counted) / wall, sum(counted) / cpu
 
 
+def triton_over_inprocess(model: OnePiece, table: pa.Table, repeats: int) -> dict[str, float]:
+    """Shared path: Triton gRPC candidates/s over in-process candidates/s, same requests."""
+    from onepiece.model import save_checkpoint
+    from onepiece.serving.client import TritonClientConfig, TritonRankerClient, scatter_to_candidates
+    from onepiece.serving.export import ExportConfig, export_checkpoint
+    from onepiece.serving.server import TritonServerConfig, embedded_triton
+
+    with tempfile.TemporaryDirectory(prefix="shared-triton-") as tmp:
+        checkpoint = save_checkpoint(model, Path(tmp) / "checkpoint")
+        repo = Path(tmp) / "model_repo"
+        export_checkpoint(checkpoint, repo, version=1, config=ExportConfig(instance_kind="cpu", cpu_threads=1))
+        with embedded_triton(TritonServerConfig(repo)) as server:
+            with TritonRankerClient(TritonClientConfig((server.grpc_url,))) as client:
+                served = client.preflight((checkpoint / "config.json").read_text())
+                assert served.layout == "shared_context", served.layout
+
+                def inprocess() -> dict[str, torch.Tensor]:
+                    return score(model, tensorize(table, model.config, fixed_shape=True, shared_context=True))
+
+                times = best_times({"inprocess": inprocess, "triton": lambda: client.score_contexts(table)}, repeats)
+                local = inprocess()
+                x = tensorize(table, model.config, fixed_shape=True, shared_context=True)
+                want = scatter_to_candidates({f"p_{t}": p.numpy() for t, p in local.items()},
+                                             x.cand_flat_index.numpy(), table)
+                got = client.score_contexts(table)
+                diff = max(float(np.abs(got[k] - want[k]).max()) for k in want)
+    total = int(sum(len(c) for c in table.column("cand_item_id").to_pylist()))
+    return {
+        "triton_over_inprocess_shared": round(times["inprocess"][0] / times["triton"][0], 3),
+        "triton_shared_candidates_per_s": round(total / times["triton"][0], 1),
+        "inprocess_shared_candidates_per_s": round(total / times["inprocess"][0], 1),
+        "triton_shared_max_abs_diff": diff,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--candidates", default="200,1000", help="candidates per request")
     parser.add_argument("--total", type=int, default=4000, help="about this many candidates per figure")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--no-triton", action="store_true", help="skip the Triton figure")
+    parser.add_argument("--triton-only", action="store_true", help="only the Triton figure")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.total = 1, 400
@@ -109,6 +154,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"GEMM peak (1 thread): {peak:.1f} GFLOP/s wall, {peak_cpu:.1f} per CPU-second")
 
     result: dict[str, object] = {"threads": 1, "group_size": config.group_size, "gemm_peak_gflops": round(peak, 2)}
+    if not args.no_triton:
+        n_requests = max(1, args.total // 200)
+        table = context_rows(n_requests, config.ih_max_len, config.pa_per_group, 200)
+        triton = triton_over_inprocess(model, table, args.repeats)
+        result.update(triton)
+        print(
+            f"Triton gRPC, shared layout ({n_requests} requests x 200 candidates): "
+            f"{triton['triton_shared_candidates_per_s']:.0f} cand/s against "
+            f"{triton['inprocess_shared_candidates_per_s']:.0f} in process: "
+            f"{triton['triton_over_inprocess_shared']:.2f}x (max abs diff {triton['triton_shared_max_abs_diff']:.1e})"
+        )
+        if args.triton_only:
+            print(json.dumps(result))
+            return
     max_diff = 0.0
     for n_cands in (int(c) for c in args.candidates.split(",")):
         n_requests = max(1, args.total // n_cands)

@@ -103,6 +103,9 @@ def export(
         list[int] | None, typer.Option(help="Dynamic-batching preferred size (repeatable).")
     ] = None,
     max_queue_delay_us: Annotated[int, typer.Option(help="Dynamic-batching queue delay.")] = 2000,
+    max_bundles: Annotated[
+        int, typer.Option(help="Shared-context layout: bundles of whole requests merged per execution.")
+    ] = 8,
     latest_versions: Annotated[
         int, typer.Option(help="Versions kept loaded (newest N; 0 = all).")
     ] = 2,
@@ -120,6 +123,7 @@ def export(
         max_batch_size=max_batch_size,
         preferred_batch_sizes=tuple(preferred_batch_size or (64, 128, 256)),
         max_queue_delay_us=max_queue_delay_us,
+        max_bundles=max_bundles,
         instance_kind=instance_kind,  # type: ignore[arg-type]
         instance_count=instance_count,
         latest_versions=latest_versions,

@@ -55,6 +55,28 @@ def test_tensorize_shared_layout_holds_each_context_once():
         shared.select(torch.tensor([0]))
 
 
+def test_bundles_merge_back_into_the_shared_layout_they_came_from():
+    """Triton's shared-context requests: bundles of whole contexts (``bundle()``), some
+    requests batching two equal-sized bundles, merged by ``from_bundles``."""
+    config = tiny_config(**SHARED)
+    shared = tensorize(_table(n=9, seed=5), config, fixed_shape=True, shared_context=True)
+    runs = [torch.tensor([0, 1]), torch.tensor([2]), torch.tensor([3]), torch.tensor([4, 5, 6, 7])]
+    bundles = [shared.contexts(rows) for rows in runs]
+    requests = [b.bundle() for b, _ in bundles]
+    assert requests[0]["user_cat"].shape[:2] == (1, 2) and requests[0]["group_context"].shape[0] == 1
+    assert bundles[1][0].n_groups == bundles[2][0].n_groups == 3  # batched as one request of 2
+    requests[1:3] = [{n: torch.cat([requests[1][n], requests[2][n]]) for n in requests[1]}]
+    merged, sizes = ModelInputs.from_bundles(requests)
+    order = torch.cat([groups for _, groups in bundles])
+    assert sum(n * g for n, g in sizes) == shared.n_groups
+    expanded, want = merged.sequences(), shared.sequences()
+    for name, value in want.tensors().items():
+        assert torch.equal(getattr(expanded, name), value[order]), name
+    bad = dict(requests[0], group_context=requests[0]["group_context"] + 5)
+    with pytest.raises(ValueError, match="context rows must be in 0..1"):
+        ModelInputs.from_bundles([bad])
+
+
 def test_contexts_selects_contexts_with_all_their_groups():
     config = tiny_config(**SHARED)
     shared = tensorize(_table(), config, shared_context=True)
