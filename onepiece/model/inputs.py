@@ -292,7 +292,7 @@ class ModelInputs:
         Returns it with (n, G) of each request, to split the per-group outputs. Padded
         widths must agree across requests (``tensorize(..., fixed_shape=True)``)."""
         assert requests, "from_bundles() needs at least one request"
-        parts: list[ModelInputs] = []
+        parts: list[tuple[ModelInputs, torch.Tensor]] = []  # inputs, group_context
         sizes: list[tuple[int, int]] = []
         for tensors in requests:
             if "group_context" not in tensors:
@@ -311,17 +311,16 @@ class ModelInputs:
                 raise ValueError("candidate tensors disagree on the number of groups")
             # Bundle i of this request owns contexts i*R .. i*R+R-1.
             offsets = torch.arange(n, device=index.device).repeat_interleave(g) * r
-            parts.append(dataclasses.replace(inputs, group_context=index + offsets))
+            parts.append((inputs, index + offsets))
             sizes.append((int(n), int(g)))
-        merged: dict[str, Any] = {}
-        for name in TENSOR_SPECS:
-            merged[name] = torch.cat([getattr(p, name) for p in parts]) if len(parts) > 1 else getattr(parts[0], name)
-        shift = 0
-        indices = []
-        for p in parts:
-            indices.append(p.group_context + shift)
+        merged: dict[str, Any] = {
+            name: torch.cat([getattr(p, name) for p, _ in parts]) for name in TENSOR_SPECS
+        }
+        shift, indices = 0, []
+        for p, index in parts:
+            indices.append(index + shift)
             shift += p.batch_size
-        merged["group_context"] = torch.cat(indices) if len(indices) > 1 else indices[0]
+        merged["group_context"] = torch.cat(indices)
         return cls(**merged), sizes
 
     def to(self, device: torch.device | str) -> ModelInputs:

@@ -347,11 +347,9 @@ class TritonRankerClient:
                 for t in served.get(section, [])
             }
 
-        def declared(layout: str) -> tuple[dict, dict]:
-            return tuple(  # type: ignore[return-value]
-                {n: (s.triton_dtype, s.shape) for n, s in specs.items()}
-                for specs in (served_inputs(layout), served_outputs(layout))
-            )
+        def declared(layout: str) -> tuple[dict, ...]:
+            specs = (served_inputs(layout), served_outputs(layout))
+            return tuple({n: (s.triton_dtype, s.shape) for n, s in d.items()} for d in specs)
 
         found = (tensors("input"), tensors("output"))
         layout = next((name for name in LAYOUTS if declared(name) == found), None)

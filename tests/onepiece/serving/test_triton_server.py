@@ -104,6 +104,17 @@ def test_missing_model_is_named_before_starting(doubler_repo: Path) -> None:
             pass
 
 
+def test_the_stub_imports_the_launchers_own_checkout_first() -> None:
+    # A worktree run with the venv of another checkout (whose editable install points
+    # there) must serve its own model code.
+    import onepiece
+    from onepiece.serving.server import stub_pythonpath
+
+    first = Path(stub_pythonpath().split(os.pathsep)[0])
+    assert Path(onepiece.__file__).resolve().is_relative_to(first)
+    assert (first / "onepiece" / "serving" / "triton_model.py").is_file()
+
+
 def test_missing_repository_is_named(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="model repository .*nowhere does not exist"):
         with embedded_triton(TritonServerConfig(tmp_path / "nowhere")):
