@@ -1,14 +1,19 @@
-"""Helpers for the serving tests: tiny checkpoints, synthetic context rows, a doubling model."""
+"""Helpers for the serving tests: tiny checkpoints, synthetic context rows, the scoring
+job's expected rows, a doubling model."""
 
 from __future__ import annotations
 
 import datetime as dt
 import textwrap
+import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # ---------------------------------------------------------------------------
 # The onepiece_ranker: tiny checkpoints, synthetic context rows, a shared server
@@ -99,6 +104,77 @@ def write_context_run(data: Path, tables: list[pa.Table], start: dt.datetime = S
     manifest = {"partition": f"{start.isoformat()}..{end.isoformat()}", "run_id": "test", "defaulted": {"unknown_item": 3}}
     (where / "_manifest.json").write_text(json.dumps(manifest))
     return where
+
+
+# ---------------------------------------------------------------------------
+# The scoring job: its config, the in-process rows it must publish, a dying server
+# ---------------------------------------------------------------------------
+
+PARTITION = Path("scores") / "dt=2026-11-04" / "hour=00"
+
+
+def job_config(data: Path, urls: tuple[str, ...], **overrides) -> Any:
+    from onepiece.serving.score_job import ScoreJobConfig
+
+    return ScoreJobConfig(data=str(data), start=START, end=END, urls=urls, **({"workers": 1} | overrides))
+
+
+def inprocess_scores(checkpoint: Path, contexts: pa.Table) -> dict[str, np.ndarray]:
+    from onepiece.model import load_checkpoint, score, tensorize
+    from onepiece.serving.client import scatter_to_candidates
+
+    model = load_checkpoint(checkpoint)
+    inputs = tensorize(contexts, model.config, fixed_shape=True)
+    probs = {f"p_{t}": p.numpy() for t, p in score(model, inputs).items()}
+    return scatter_to_candidates(probs, inputs.cand_flat_index.numpy(), contexts)
+
+
+def expected_scores(checkpoint: Path, shards: list[pa.Table]) -> pa.Table:
+    """(request_id, item_id, price, want_p_*) computed in process (per-group tensors),
+    for joining against the partition."""
+    parts = []
+    for contexts in shards:
+        probs = inprocess_scores(checkpoint, contexts)
+        lengths = pc.list_value_length(contexts["cand_item_id"]).to_numpy()
+        parts.append(
+            pa.table(
+                {
+                    "request_id": np.repeat(contexts["request_id"].to_numpy(zero_copy_only=False), lengths),
+                    "item_id": pc.list_flatten(contexts["cand_item_id"]),
+                    "price": pc.list_flatten(contexts["cand_price"]),
+                    **{f"want_{k}": v for k, v in probs.items()},
+                }
+            )
+        )
+    return pa.concat_tables(parts)
+
+
+def partition_files(data: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((data / PARTITION).iterdir())}
+
+
+def request_successes(metrics_url: str) -> float:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("nv_inference_request_success{")
+    )
+
+
+def kill_after_first_request(server, done: threading.Event) -> threading.Thread:
+    """Kill ``server`` (SIGKILL) as soon as it has answered a request of the job."""
+
+    def watch() -> None:
+        while not done.is_set():
+            if request_successes(server.metrics_url) >= 1:
+                server.kill()
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
 
 
 # ---------------------------------------------------------------------------

@@ -5,63 +5,29 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from serving_helpers import END, START, synthetic_contexts, write_context_run
+from serving_helpers import (
+    PARTITION,
+    START,
+    expected_scores,
+    job_config,
+    kill_after_first_request,
+    partition_files,
+    synthetic_contexts,
+    write_context_run,
+)
 
 from onepiece.contract import SCORES_SCHEMA, validate_manifest
 from onepiece.errors import UserError
-from onepiece.model import load_checkpoint, score, tensorize
-from onepiece.serving.client import scatter_to_candidates
 from onepiece.serving.fusion import FusionConfig, fuse
-from onepiece.serving.score_job import ScoreJobConfig, run_scoring
+from onepiece.serving.score_job import run_scoring
 from onepiece.serving.server import TritonServerConfig, embedded_triton
 
 pytestmark = pytest.mark.slow
-
-PARTITION = Path("scores") / "dt=2026-11-04" / "hour=00"
-
-
-def _job(data: Path, urls: tuple[str, ...], **overrides) -> ScoreJobConfig:
-    return ScoreJobConfig(data=str(data), start=START, end=END, urls=urls, **({"workers": 1} | overrides))
-
-
-def _inprocess(checkpoint: Path, contexts: pa.Table) -> dict[str, np.ndarray]:
-    model = load_checkpoint(checkpoint)
-    inputs = tensorize(contexts, model.config, fixed_shape=True)
-    probs = {f"p_{t}": p.numpy() for t, p in score(model, inputs).items()}
-    return scatter_to_candidates(probs, inputs.cand_flat_index.numpy(), contexts)
-
-
-def _expected_table(checkpoint: Path, shards: list[pa.Table]) -> pa.Table:
-    """(request_id, item_id, p_*) computed in-process, for joining against the partition."""
-    parts = []
-    for contexts in shards:
-        probs = _inprocess(checkpoint, contexts)
-        lengths = pc.list_value_length(contexts["cand_item_id"]).to_numpy()
-        parts.append(
-            pa.table(
-                {
-                    "request_id": np.repeat(contexts["request_id"].to_numpy(zero_copy_only=False), lengths),
-                    "item_id": pc.list_flatten(contexts["cand_item_id"]),
-                    "price": pc.list_flatten(contexts["cand_price"]),
-                    **{f"want_{k}": v for k, v in probs.items()},
-                }
-            )
-        )
-    return pa.concat_tables(parts)
-
-
-def _partition_files(data: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((data / PARTITION).iterdir())}
-
 
 def test_job_scores_every_candidate_once_like_inprocess_and_reruns_identically(
     tmp_path, ranker_repo, ranker_server
@@ -69,13 +35,13 @@ def test_job_scores_every_candidate_once_like_inprocess_and_reruns_identically(
     shards = [synthetic_contexts(60, seed=s, max_cands=9) for s in (11, 12)]
     write_context_run(tmp_path, shards)
     fusion = FusionConfig(beta=0.01)
-    manifest = run_scoring(_job(tmp_path, (ranker_server.grpc_url,), model_version=1, fusion=fusion))
+    manifest = run_scoring(job_config(tmp_path, (ranker_server.grpc_url,), model_version=1, fusion=fusion))
 
-    files = _partition_files(tmp_path)
+    files = partition_files(tmp_path)
     assert sorted(files) == ["_manifest.json", "part-00000.parquet", "part-00001.parquet"]
     table = pq.read_table(tmp_path / PARTITION)
     assert table.schema.equals(SCORES_SCHEMA, check_metadata=False)
-    expected = _expected_table(ranker_repo.checkpoints[1], shards)
+    expected = expected_scores(ranker_repo.checkpoints[1], shards)
     assert table.num_rows == expected.num_rows
     assert table.group_by(["request_id", "item_id"]).aggregate([]).num_rows == table.num_rows
     joined = table.join(expected, ["request_id", "item_id"], join_type="inner")
@@ -104,8 +70,8 @@ def test_job_scores_every_candidate_once_like_inprocess_and_reruns_identically(
     assert on_disk["defaulted"] == {"unknown_item": 3}
 
     # a rerun replaces the partition with the same bytes (the manifest differs only in timing)
-    run_scoring(_job(tmp_path, (ranker_server.grpc_url,), model_version=1, fusion=fusion))
-    again = _partition_files(tmp_path)
+    run_scoring(job_config(tmp_path, (ranker_server.grpc_url,), model_version=1, fusion=fusion))
+    again = partition_files(tmp_path)
     assert {k: v for k, v in again.items() if k.endswith(".parquet")} == {
         k: v for k, v in files.items() if k.endswith(".parquet")
     }
@@ -118,32 +84,8 @@ def test_job_scores_every_candidate_once_like_inprocess_and_reruns_identically(
 def test_failed_preflight_publishes_nothing(tmp_path, ranker_server):
     write_context_run(tmp_path, [synthetic_contexts(5, seed=1)])
     with pytest.raises(UserError, match="version 9 is not loaded"):
-        run_scoring(_job(tmp_path, (ranker_server.grpc_url,), model_version=9))
+        run_scoring(job_config(tmp_path, (ranker_server.grpc_url,), model_version=9))
     assert not (tmp_path / "scores").exists() or not any((tmp_path / "scores").rglob("*"))
-
-
-def _successes(metrics_url: str) -> float:
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("nv_inference_request_success{")
-    )
-
-
-def _kill_after_first_request(server, done: threading.Event) -> threading.Thread:
-    """Kill ``server`` (SIGKILL) as soon as it has answered a request of the job."""
-
-    def watch() -> None:
-        while not done.is_set():
-            if _successes(server.metrics_url) >= 1:
-                server.kill()
-                return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_job_fails_over_when_one_of_two_servers_dies(tmp_path, ranker_repo):
@@ -152,8 +94,8 @@ def test_job_fails_over_when_one_of_two_servers_dies(tmp_path, ranker_repo):
     config = TritonServerConfig(ranker_repo.repo)
     with embedded_triton(config) as victim, embedded_triton(config) as survivor:
         done = threading.Event()
-        watcher = _kill_after_first_request(victim, done)
-        job = _job(tmp_path, (victim.grpc_url, survivor.grpc_url), model_version=2, max_in_flight=2, workers=2)
+        watcher = kill_after_first_request(victim, done)
+        job = job_config(tmp_path, (victim.grpc_url, survivor.grpc_url), model_version=2, max_in_flight=2, workers=2)
         try:
             run_scoring(job)
         finally:
@@ -161,7 +103,7 @@ def test_job_fails_over_when_one_of_two_servers_dies(tmp_path, ranker_repo):
             watcher.join()
         assert victim.process is not None and victim.process.poll() is not None, "victim never died"
     table = pq.read_table(tmp_path / PARTITION)
-    expected = _expected_table(ranker_repo.checkpoints[2], shards)
+    expected = expected_scores(ranker_repo.checkpoints[2], shards)
     assert table.num_rows == expected.num_rows
     assert table.group_by(["request_id", "item_id"]).aggregate([]).num_rows == table.num_rows
     joined = table.join(expected, ["request_id", "item_id"], join_type="inner")
@@ -171,18 +113,18 @@ def test_job_fails_over_when_one_of_two_servers_dies(tmp_path, ranker_repo):
 def test_dead_letters_when_the_only_server_dies_and_the_old_partition_stays(tmp_path, ranker_repo, ranker_server):
     shards = [synthetic_contexts(200, seed=31, max_cands=9)]
     write_context_run(tmp_path, shards)
-    run_scoring(_job(tmp_path, (ranker_server.grpc_url,), model_version=1))
-    before = _partition_files(tmp_path)
+    run_scoring(job_config(tmp_path, (ranker_server.grpc_url,), model_version=1))
+    before = partition_files(tmp_path)
     with embedded_triton(TritonServerConfig(ranker_repo.repo)) as victim:
         done = threading.Event()
-        watcher = _kill_after_first_request(victim, done)
+        watcher = kill_after_first_request(victim, done)
         try:
             with pytest.raises(UserError, match=r"requests could not be scored .*nothing published"):
-                run_scoring(_job(tmp_path, (victim.grpc_url,), model_version=1, max_in_flight=1))
+                run_scoring(job_config(tmp_path, (victim.grpc_url,), model_version=1, max_in_flight=1))
         finally:
             done.set()
             watcher.join()
-    assert _partition_files(tmp_path) == before  # the published partition is untouched
+    assert partition_files(tmp_path) == before  # the published partition is untouched
     dead = tmp_path / "_dead_letter" / PARTITION / "requests.jsonl"
     lines = [json.loads(line) for line in dead.read_text().splitlines()]
     assert lines and all(line["request_id"].startswith("req-31-") for line in lines)

@@ -1,10 +1,12 @@
 """A shared-context checkpoint through the real tritonserver: each request's context sent
 once with all its groups, bundles of different sizes merged by the dynamic batcher, the
-pre-flight layout check, and the Beam scoring job publishing the per-group path's rows."""
+pre-flight layout check, and the Beam scoring job (and the refresh's embedded scoring)
+publishing the per-group path's rows, with failover and dead letters as before."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import urllib.request
 from pathlib import Path
@@ -13,15 +15,22 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from serving_helpers import synthetic_contexts, write_context_run
-from test_score_candidates import PARTITION, _expected_table, _job, _kill_after_first_request
+from serving_helpers import (
+    PARTITION,
+    expected_scores,
+    job_config,
+    kill_after_first_request,
+    partition_files,
+    synthetic_contexts,
+    write_context_run,
+)
 
 from onepiece.errors import UserError
 from onepiece.model import load_checkpoint, score, tensorize
 from onepiece.model.inputs import PER_GROUP, SHARED_CONTEXT
 from onepiece.serving.client import TritonClientConfig, TritonRankerClient, scatter_to_candidates
 from onepiece.serving.export import ExportConfig, export_checkpoint, render_config_pbtxt
-from onepiece.serving.score_job import run_scoring
+from onepiece.serving.score_job import run_scoring, score_window
 from onepiece.serving.server import TritonServerConfig, embedded_triton
 
 pytestmark = pytest.mark.slow
@@ -114,7 +123,7 @@ def test_preflight_refuses_a_stale_repository_whose_layout_is_not_its_checkpoint
 def _check_rows(data: Path, checkpoint: Path, shards) -> None:
     """The partition holds every candidate once, with the per-group path's scores."""
     table = pq.read_table(data / PARTITION)
-    expected = _expected_table(checkpoint, shards)  # per-group tensors, in process
+    expected = expected_scores(checkpoint, shards)  # per-group tensors, in process
     assert table.num_rows == expected.num_rows
     assert table.group_by(["request_id", "item_id"]).aggregate([]).num_rows == table.num_rows
     joined = table.join(expected, ["request_id", "item_id"], join_type="inner")
@@ -129,9 +138,9 @@ def _check_rows(data: Path, checkpoint: Path, shards) -> None:
 def test_job_on_a_shared_checkpoint_publishes_the_per_group_rows(tmp_path, shared_repo, shared_server):
     shards = [synthetic_contexts(50, seed=s, max_cands=30) for s in (41, 42)]
     write_context_run(tmp_path, shards)
-    manifest = run_scoring(_job(tmp_path, (shared_server.grpc_url,), model_version=1))
+    manifest = run_scoring(job_config(tmp_path, (shared_server.grpc_url,), model_version=1))
     _check_rows(tmp_path, shared_repo.checkpoints[1], shards)
-    assert manifest["rows"]["context_rows"] == 100
+    assert manifest["rows"]["context_rows"] == 100 and manifest["model"]["version"] == 1
     assert sorted(p.name for p in (tmp_path / PARTITION).iterdir()) == [
         "_manifest.json", "part-00000.parquet", "part-00001.parquet"
     ]
@@ -143,8 +152,8 @@ def test_shared_job_fails_over_when_one_of_two_servers_dies(tmp_path, shared_rep
     config = TritonServerConfig(shared_repo.repo)
     with embedded_triton(config) as victim, embedded_triton(config) as survivor:
         done = threading.Event()
-        watcher = _kill_after_first_request(victim, done)
-        job = _job(tmp_path, (victim.grpc_url, survivor.grpc_url), model_version=1, max_in_flight=2, workers=2)
+        watcher = kill_after_first_request(victim, done)
+        job = job_config(tmp_path, (victim.grpc_url, survivor.grpc_url), model_version=1, max_in_flight=2, workers=2)
         try:
             run_scoring(job)
         finally:
@@ -153,3 +162,34 @@ def test_shared_job_fails_over_when_one_of_two_servers_dies(tmp_path, shared_rep
         assert victim.process is not None and victim.process.poll() is not None, "victim never died"
     _check_rows(tmp_path, shared_repo.checkpoints[1], shards)
 
+
+
+def test_refresh_scoring_on_an_embedded_server_sends_whole_requests(tmp_path, shared_repo):
+    # The refresh's scoring task: score_window starts a tritonserver over the repository.
+    shards = [synthetic_contexts(40, seed=61, max_cands=30)]
+    write_context_run(tmp_path, shards)
+    expected_json = (shared_repo.checkpoints[1] / "config.json").read_text()
+    job = job_config(tmp_path, (), model_version=1, expected_config_json=expected_json)
+    manifest = score_window(job, shared_repo.repo)
+    _check_rows(tmp_path, shared_repo.checkpoints[1], shards)
+    assert json.loads(manifest["settings"])["model_config_sha256"]
+
+
+def test_shared_dead_letters_when_the_only_server_dies_and_the_old_partition_stays(tmp_path, shared_repo, shared_server):
+    shards = [synthetic_contexts(200, seed=71, max_cands=30)]
+    write_context_run(tmp_path, shards)
+    run_scoring(job_config(tmp_path, (shared_server.grpc_url,), model_version=1))
+    before = partition_files(tmp_path)
+    with embedded_triton(TritonServerConfig(shared_repo.repo)) as victim:
+        done = threading.Event()
+        watcher = kill_after_first_request(victim, done)
+        try:
+            with pytest.raises(UserError, match=r"requests could not be scored .*nothing published"):
+                run_scoring(job_config(tmp_path, (victim.grpc_url,), model_version=1, max_in_flight=1))
+        finally:
+            done.set()
+            watcher.join()
+    assert partition_files(tmp_path) == before  # the published partition is untouched
+    dead = tmp_path / "_dead_letter" / PARTITION / "requests.jsonl"
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert lines and all(line["request_id"].startswith("req-71-") for line in lines)
