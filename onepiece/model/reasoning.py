@@ -153,7 +153,8 @@ class Reasoner(nn.Module):
         self, context: KVCache, context_roles: Roles, group_context: torch.Tensor, spec: BlockSpec
     ) -> ContextPrefix | None:
         """The context as a shared prefix (``prefix_attention``) when it can be: serving (the
-        cache holds the context's projections) and every query row of every step may see
+        cache holds the context's projections, or its keys and values for HSTU layers, which
+        project with a SiLU and are not written in place) and every query row of every step may see
         every context key but padding; otherwise None (the gathered reference path)."""
         buffers = context.projections  # softmax layers: the in-place (R, capacity, 3d) projections
         in_place = all(b is not None for b in buffers)
@@ -175,25 +176,25 @@ class Reasoner(nn.Module):
             return t.reshape(t.shape[0], n, h, d // h).transpose(1, 2)
 
         if in_place:
-            picked = [b.index_select(0, contexts)[:, :n] for b in buffers]  # (R', N, 3d)
-            keys = [heads(p[..., d : 2 * d]) for p in picked]
-            values = [heads(p[..., 2 * d :]) for p in picked]
-        else:
-            keys = [t.index_select(0, contexts)[:, :, :n] for t in context.keys]  # (R', h, N, dh)
-            values = [t.index_select(0, contexts)[:, :, :n] for t in context.values]
+            picked = [b.index_select(0, contexts)[:, :n] for b in buffers if b is not None]  # (R', N, 3d)
+            ctx_keys = [heads(p[..., d : 2 * d]) for p in picked]
+            ctx_values = [heads(p[..., 2 * d :]) for p in picked]
+        else:  # (R', h, N, dh) per layer
+            ctx_keys = [t.index_select(0, contexts)[:, :, :n] for t in context.keys if t is not None]
+            ctx_values = [t.index_select(0, contexts)[:, :, :n] for t in context.values if t is not None]
         picked_roles = dataclasses.replace(context_roles, valid=context_roles.valid.index_select(0, contexts))
         valid = picked_roles.valid
         mask = None
         if not bool(valid.all()):
-            mask = torch.zeros(valid.shape, dtype=keys[0].dtype, device=valid.device)
+            mask = torch.zeros(valid.shape, dtype=ctx_keys[0].dtype, device=valid.device)
             mask = mask.masked_fill_(~valid, MASKED)[:, None, None]
         distance = None
         if self.config.attention == "hstu":  # a group's rows all sit one past the context
             one_row = Roles(rows.segment[:, :1], rows.block[:, :1], rows.slot[:, :1], rows.valid[:, :1], rows.index[:, :1])
             distance = relative_distance(one_row, picked_roles)[:, None]  # (R', 1, 1, N)
         return ContextPrefix(
-            keys=keys,
-            values=values,
+            keys=ctx_keys,
+            values=ctx_values,
             mask=mask,
             grid=grid,
             rows=len(contexts),
