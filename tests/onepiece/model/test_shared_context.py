@@ -225,6 +225,8 @@ def test_folding_groups_over_the_context_equals_copying_it_per_group(num_steps, 
     room = shared.cand_item_cat.shape[1] * (num_steps + 1)
     order = torch.randperm(shared.n_groups, generator=torch.Generator().manual_seed(0))
     outputs = {}
+    prefix_of, folded = model.reasoner._prefix, []
+    model.reasoner._prefix = lambda *args: folded.append(prefix_of(*args)) or folded[-1]  # type: ignore[method-assign]
     for fold in (True, False):
         model.reasoner.fold_groups = fold
         with torch.inference_mode():
@@ -233,6 +235,7 @@ def test_folding_groups_over_the_context_equals_copying_it_per_group(num_steps, 
         outputs[fold] = torch.stack([out.logits[t] for t in TASKS], dim=-1) * out.cand_valid[..., None, None]
     assert (outputs[True] - outputs[False]).abs().max() <= 1e-5
     assert outputs[False].abs().max() > 1e-3
+    assert [p is not None for p in folded] == [True, False]  # the folded path did run
 
 
 def test_the_grid_puts_each_group_in_its_requests_row():
