@@ -114,7 +114,7 @@ def ablation_command(
     from onepiece.storage import staged_dir
     from onepiece.training.data import read_training_rows
 
-    chosen = tuple(v.strip() for v in variants.split(",")) if variants else ablation.VARIANT_NAMES
+    chosen = tuple(v.strip() for v in variants.split(",")) if variants else ablation.DEFAULT_VARIANTS
     unknown = [v for v in chosen if v not in ablation.VARIANT_NAMES]
     if unknown:
         raise UserError(f"--variants: unknown rows {unknown}; expected some of {list(ablation.VARIANT_NAMES)}")

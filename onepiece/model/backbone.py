@@ -1,4 +1,4 @@
-"""Pre-LN transformer layers on scaled_dot_product_attention, with a KV cache.
+"""Pre-LN transformer layers on scaled_dot_product_attention, with a KV cache; or HSTU layers.
 
 ``x = x + MHSA(LN x); x = x + FFN(LN x)``. A forward over new positions may pass a
 :class:`KVCache` holding the keys/values of earlier positions; the new positions' keys
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from onepiece.model.config import ModelConfig
-from onepiece.model.prefix_attention import ContextPrefix, attend_with_prefix
+from onepiece.model.pointwise_attention import pointwise_attention, position_buckets
+from onepiece.model.prefix_attention import ContextPrefix, attend_pointwise_with_prefix, attend_with_prefix
 
 
 class KVCache:
@@ -174,18 +175,90 @@ class Layer(nn.Module):
         layer: int,
         rows: torch.Tensor | None = None,
         prefix: ContextPrefix | None = None,
+        distance: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        del distance  # softmax attention has no relative bias (positions are in the tokens)
         attended = self.attn(self.ln_attn(x), mask, cache, layer, rows, prefix)
         x = (x if rows is None else select_rows(x, rows, 1)) + attended
         return x + self.ffn(self.ln_ffn(x))
 
 
-class Backbone(nn.Module):
-    """L layers. Hidden states are the last layer's residual stream (heads apply LN)."""
+class RelativeBias(nn.Module):
+    """HSTU's relative attention bias: one learned scalar per relative-position bucket
+    (``pointwise_attention.position_buckets``), shared by the heads, N(0, 0.02^2) at init
+    as in the reference. No time buckets: the inputs carry no event times."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(Layer(config) for _ in range(config.n_layers))
+        self.n_buckets = config.hstu_position_buckets
+        self.weight = nn.Parameter(torch.empty(2 * self.n_buckets).normal_(std=0.02))
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        """Relative distances (any int shape, ``masks.relative_distance``) -> bias, same shape."""
+        return self.weight[position_buckets(distance, self.n_buckets)]
+
+
+class HSTULayer(nn.Module):
+    """One HSTU layer (Zhai et al. 2024): U, V, Q, K = split(SiLU(f1(LN x)));
+    A = SiLU(Q K^T / sqrt(dh) + rab) / n (``pointwise_attention``); x + f2(LN(A V) * U).
+    No FFN: the gate U is the layer's pointwise transformation. The same calling
+    convention as ``Layer`` (cache, ``rows``, shared-context ``prefix``); ``distance`` are
+    the query-key relative distances (1|B, 1, n, N) for the bias (None: no bias)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.n_heads = config.n_heads
+        self.uvqk = nn.Linear(d, 4 * d, bias=False)  # f1
+        self.out = nn.Linear(d, d)  # f2
+        self.rab = RelativeBias(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        rows: torch.Tensor | None = None,
+        prefix: ContextPrefix | None = None,
+        distance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, n, d) new positions -> (B, n, d), or (B, M, d) with ``rows``."""
+        b, n, d = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:  # (B, N, d) -> (B, h, N, dh)
+            return t.reshape(b, t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)
+
+        u, v, q, k = F.silu(self.uvqk(F.layer_norm(x, (d,), eps=1e-6))).split(d, dim=2)  # (B, n, d) each
+        k, v = heads(k), heads(v)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)  # (B, h, N_so_far, dh)
+        if rows is not None:
+            x, u, q = select_rows(x, rows, 1), select_rows(u, rows, 1), select_rows(q, rows, 1)
+            if mask is not None and mask.shape[2] > 1:
+                mask = select_rows(mask, rows, 2)
+            if distance is not None and distance.shape[2] > 1:
+                distance = select_rows(distance, rows, 2)
+        m = q.shape[1]
+        bias = None if distance is None else self.rab(distance)  # (1|B, 1, m, N)
+        if prefix is not None:
+            context_bias = None if prefix.distance is None else self.rab(prefix.distance)
+            attended = attend_pointwise_with_prefix(heads(q), k, v, mask, bias, prefix, layer, context_bias)
+        else:
+            attended = pointwise_attention(heads(q), k, v, mask, bias)  # (B, h, m, dh)
+        attended = attended.transpose(1, 2).reshape(b, m, d)
+        return x + self.dropout(self.out(F.layer_norm(attended, (d,), eps=1e-6) * u))
+
+
+class Backbone(nn.Module):
+    """L layers (``Layer``, or ``HSTULayer`` with ``config.attention == "hstu"``). Hidden
+    states are the last layer's residual stream (heads apply LN)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        kind = HSTULayer if config.attention == "hstu" else Layer
+        self.layers = nn.ModuleList(kind(config) for _ in range(config.n_layers))
 
     def forward(
         self,
@@ -194,16 +267,18 @@ class Backbone(nn.Module):
         cache: KVCache | None = None,
         rows: torch.Tensor | None = None,
         prefix: ContextPrefix | None = None,
+        distance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, n, d) new positions; mask broadcastable to (B, 1, n, N_cached + n), None
         = attend everywhere (``masks.attention_mask``) -> (B, n, d). With ``rows`` (1 or
         B, M) only those positions' outputs are returned, (B, M, d): the last layer then
         runs its queries, output projection and FFN on those M rows alone (the others'
         outputs would be discarded; their keys and values are still computed and cached).
-        A ``prefix`` (``prefix_attention``) adds shared context keys ahead of the cache's."""
+        A ``prefix`` (``prefix_attention``) adds shared context keys ahead of the cache's.
+        ``distance`` (1|B, 1, n, N_cached + n): relative distances for HSTU's bias."""
         n, last = x.shape[1], len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask, cache, i, rows if i == last else None, prefix)
+            x = layer(x, mask, cache, i, rows if i == last else None, prefix, distance)
         if cache is not None:
             cache.length += n
         return x

@@ -27,7 +27,12 @@ VOCABS = ("item_vocab", "shop_vocab", "category_vocab", "user_vocab", "user_side
 #: The value a field had in effect before it existed: ``from_json`` fills it in for an
 #: older config.json, so its checkpoint rebuilds the same model (e.g. with its own
 #: candidate adapter, whose weights it holds).
-BEFORE_FIELD: dict[str, Any] = {"structural_embedding_std": None, "shared_candidate_adapter": False}
+BEFORE_FIELD: dict[str, Any] = {
+    "structural_embedding_std": None,
+    "shared_candidate_adapter": False,
+    "attention": "softmax",
+    "dlrm_interaction": "concat",  # the MLP over concatenated parts, now row ``dlrm_mlp``
+}
 
 
 @dataclass
@@ -39,8 +44,27 @@ class ModelConfig:
     feature_service: str = "onepiece_ranker_v1"
 
     # --- what kind of model ------------------------------------------------------
-    #: "transformer": onePiece / HSTU / ReaRec; "dlrm": pointwise MLP with target attention.
+    #: "transformer": onePiece / HSTU / ReaRec; "dlrm": pointwise ranker with target
+    #: attention over the IH (``dlrm_interaction`` says which form).
     backbone: Literal["transformer", "dlrm"] = "transformer"
+    #: The transformer's attention layer. "softmax": pre-LN softmax attention + FFN
+    #: (onePiece, ReaRec). "hstu": HSTU's layer (Zhai et al. 2024): U, V, Q, K =
+    #: SiLU(f1(LN x)); A = SiLU(Q K^T / sqrt(dh) + rab) / n over the allowed keys; x + f2(LN(A V) * U);
+    #: no FFN (``backbone.HSTULayer``). Its relative attention bias is over POSITION buckets
+    #: only: the reference also buckets the time between events, but the tensor contract
+    #: carries no event times (``ih_ts`` stays in the context rows), and adding one would
+    #: change the Triton contract.
+    attention: Literal["softmax", "hstu"] = "softmax"
+    #: Relative-position buckets per direction of the HSTU attention bias (exact distances
+    #: below 8, then logarithmic; ``pointwise_attention.position_buckets``).
+    hstu_position_buckets: int = 32
+    #: The DLRM backbone's feature interaction. "dot": DLRM (Naumov et al. 2019): a bottom
+    #: MLP over the dense features, the categorical embeddings and DIN target-attention
+    #: pools over the IH (and PA) as vectors of one width, their pairwise dot products
+    #: concatenated with the bottom-MLP output into the top MLP. "concat": the earlier
+    #: baseline (row ``dlrm_mlp``): user, query, candidate and softmax target-attention
+    #: pools concatenated into an MLP.
+    dlrm_interaction: Literal["dot", "concat"] = "dot"
     #: "ranking": candidates are tokens of the sequence; "retrieval": the block is the SD
     #: tokens and candidates are scored by <r_k, z_v> with item-adapter vectors.
     mode: Literal["ranking", "retrieval"] = "ranking"
@@ -166,6 +190,8 @@ class ModelConfig:
             self.use_sd and self.backbone == "transformer" and self.mode == "ranking" and self.reasoning == "block"
         ):
             raise ValueError("head_reads_sd needs the block ranking head of a transformer with use_sd")
+        if self.hstu_position_buckets < 9:  # 8 exact distances, then at least one log bucket
+            raise ValueError(f"hstu_position_buckets must be at least 9, got {self.hstu_position_buckets}")
         if self.backbone == "dlrm" and self.num_steps:
             raise ValueError("the DLRM backbone has no reasoning: num_steps must be 0")
         for task, params in self.calibration.items():

@@ -83,6 +83,29 @@ def allowed(
     return ok
 
 
+def relative_distance(q: Roles, k: Roles) -> torch.Tensor:
+    """Query position minus key position (B, Nq, Nk), for a relative attention bias.
+
+    Positions count valid tokens only, so they do not depend on padding: a context
+    position (block 0, slot -1: IH, PA, SD) is the number of valid context positions
+    before it; every other position (candidates and reasoning tokens) is the number of
+    valid context positions, one past the context, the same for all of them (as HSTU's
+    targets share one position; a candidate's slot would leak the upstream order). Query
+    rows that belong to the context must come with the whole context (q is k, as in
+    every full-sequence pass); other query rows take the count from k's context (none:
+    0, as for a group's own keys after a shared context prefix)."""
+
+    def positions(r: Roles, count: torch.Tensor | None) -> torch.Tensor:
+        context = (r.block == 0) & (r.slot < 0)  # (1|B, N)
+        valid = (context & r.valid).long()  # (B, N)
+        total = valid.sum(1, keepdim=True) if count is None else count  # (B, 1)
+        return torch.where(context, valid.cumsum(1) - 1, total)
+
+    key = positions(k, None)
+    context_count = ((k.block == 0) & (k.slot < 0) & k.valid).sum(1, keepdim=True)  # (B, 1)
+    return positions(q, context_count)[:, :, None] - key[:, None, :]
+
+
 def attention_mask(
     q: Roles,
     k: Roles,

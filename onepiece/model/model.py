@@ -8,7 +8,7 @@
   tokens; candidates are scored by <r_k, z_v> with item-adapter vectors;
 * transformer + last-token reasoning (ReaRec): sequence [IH | PA | SD]; the last valid
   context token is fed back K times; candidates scored by an MLP against each u_k;
-* dlrm: pointwise MLP with target attention, one step.
+* dlrm: DLRM (dot-product interactions, DIN target attention over the IH), one step.
 
 The forward returns per-task logits (B, C, S) for every step and never a loss; training
 picks steps with ``config.task_steps()`` (see ``losses``). No Python loop runs per

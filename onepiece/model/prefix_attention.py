@@ -15,6 +15,11 @@ so each request is one (G_max * C x N_ctx) GEMM against its context's keys. The 
 is a small batched product per group. Inference only (the context's keys come from the
 in-place cache); every step's mask over the context must be key padding alone, which the
 caller checks (``Reasoner``).
+
+HSTU's pointwise attention (``pointwise_attention``) has no softmax: its output is a plain
+sum over the allowed keys divided by their count, so the two parts are simply added and
+divided by the context's valid count plus the group's own allowed count
+(``attend_pointwise_with_prefix``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+from onepiece.model.masks import MASKED
+from onepiece.model.pointwise_attention import allowed_keys
 
 
 @dataclass
@@ -35,6 +44,9 @@ class ContextPrefix:
     grid: torch.Tensor  # (G,) each group's cell in the flattened (R, G_max) grid
     rows: int  # R
     width: int  # G_max
+    #: HSTU attention: (R, 1, 1, N_ctx) distance from a group's rows (all at one position,
+    #: one past the context) to each context key (``masks.relative_distance``); None = none
+    distance: torch.Tensor | None = None
 
     @staticmethod
     def grid_of(group_context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -85,3 +97,37 @@ def attend_with_prefix(
     total = prefix.from_grid(ctx.sum(-1, keepdim=True), n) + own.sum(-1, keepdim=True)
     out = prefix.from_grid(torch.matmul(ctx, prefix.values[layer]), n)  # (G, h, n, dh)
     return out.add_(torch.matmul(own, v)).div_(total)
+
+
+def attend_pointwise_with_prefix(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    prefix: ContextPrefix,
+    layer: int,
+    context_bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """``pointwise_attention`` of q (G, h, n, dh) over [the prefix's context keys | own keys
+    k, v (G, h, L, dh)]; ``mask`` and ``bias`` (broadcastable to (G, h, n, L)) cover the own
+    keys, ``context_bias`` (R, 1, 1, N_ctx) the context's -> (G, h, n, dh). Exact: the sum
+    over both parts divided by the total count of allowed keys."""
+    n, scale = q.shape[2], q.shape[-1] ** -0.5
+    ctx_scores = torch.matmul(prefix.to_grid(q), prefix.keys[layer].transpose(2, 3)).mul_(scale)  # (R, h, Gn, N)
+    if context_bias is not None:
+        ctx_scores += context_bias
+    ctx = F.silu(ctx_scores)
+    ctx_count = torch.full((prefix.rows, 1, 1, 1), float(ctx.shape[-1]), dtype=q.dtype, device=q.device)
+    if prefix.mask is not None:
+        ctx_allowed = (prefix.mask > MASKED / 2).to(q.dtype)  # (R, 1, 1, N)
+        ctx = ctx * ctx_allowed
+        ctx_count = ctx_allowed.sum(-1, keepdim=True)
+    out = prefix.from_grid(torch.matmul(ctx, prefix.values[layer]), n)  # (G, h, n, dh)
+    own_scores = torch.matmul(q, k.transpose(2, 3)).mul_(scale)  # (G, h, n, L)
+    if bias is not None:
+        own_scores += bias
+    own_allowed = allowed_keys(mask, own_scores.shape, q.dtype).to(q.device)
+    own = F.silu(own_scores) * own_allowed
+    count = ctx_count[torch.div(prefix.grid, prefix.width, rounding_mode="floor")] + own_allowed.sum(-1, keepdim=True)
+    return out.add_(torch.matmul(own, v)).div_(count.clamp(min=1.0))

@@ -21,7 +21,16 @@ from torch import nn
 
 from onepiece.model.backbone import Backbone, KVCache
 from onepiece.model.config import ModelConfig
-from onepiece.model.masks import MASKED, SEG_CAND, SEG_REASON, Roles, allowed, attention_mask, cut_masks
+from onepiece.model.masks import (
+    MASKED,
+    SEG_CAND,
+    SEG_REASON,
+    Roles,
+    allowed,
+    attention_mask,
+    cut_masks,
+    relative_distance,
+)
 from onepiece.model.prefix_attention import ContextPrefix
 from onepiece.model.tokens import structural_embedding
 
@@ -62,6 +71,13 @@ class Reasoner(nn.Module):
     def _step_masks(self, q: Roles, k: Roles, cuts: list[tuple[slice, int]], like: torch.Tensor) -> list:
         return cut_masks(q, k, cuts, **self._rules(), dtype=like.dtype)
 
+    def _distance(self, q: Roles, k: Roles) -> torch.Tensor | None:
+        """HSTU attention: the relative distances (B, 1, Nq, Nk) its bias reads; None for
+        softmax attention (its positions are learned token embeddings)."""
+        if self.config.attention != "hstu":
+            return None
+        return relative_distance(q, k)[:, None]
+
     def _block_roles(self, spec: BlockSpec, start: int) -> Roles:
         """Roles of all K reasoning blocks, positions start .. start + K*M - 1."""
         k_steps, m = self.config.num_steps, spec.slot.shape[1]
@@ -82,7 +98,8 @@ class Reasoner(nn.Module):
         k_steps, m, n = self.config.num_steps, spec.slot.shape[1], roles.length
         cache = KVCache(len(self.backbone.layers), n + k_steps * m) if cached and k_steps else None
         # B_0 (B, M, d): the base pass's last layer runs only the block positions' rows
-        b0 = self.backbone(tokens, self._mask(roles, roles, tokens), cache, spec.positions)
+        mask, distance = self._mask(roles, roles, tokens), self._distance(roles, roles)
+        b0 = self.backbone(tokens, mask, cache, spec.positions, distance=distance)
         return self._reason(b0, tokens, roles, spec, cache)
 
     def encode_context(self, tokens: torch.Tensor, roles: Roles, room: int) -> KVCache:
@@ -92,7 +109,7 @@ class Reasoner(nn.Module):
         blocks. Exact when the context never sees candidate-derived positions."""
         cache = KVCache(len(self.backbone.layers), roles.length + room)
         none = torch.zeros((1, 0), dtype=torch.long, device=tokens.device)
-        self.backbone(tokens, self._mask(roles, roles, tokens), cache, none)
+        self.backbone(tokens, self._mask(roles, roles, tokens), cache, none, distance=self._distance(roles, roles))
         return cache
 
     def forward_groups(
@@ -122,22 +139,27 @@ class Reasoner(nn.Module):
         prefix = self._prefix(context, context_roles, group_context, spec)
         if prefix is not None:  # the context stays in request layout; the cache holds the group's own rows
             cache = KVCache(len(self.backbone.layers), c * (self.config.num_steps + 1))
-            b0 = self.backbone(cands, self._mask(cand_roles, cand_roles, cands), cache, prefix=prefix)
+            mask, distance = self._mask(cand_roles, cand_roles, cands), self._distance(cand_roles, cand_roles)
+            b0 = self.backbone(cands, mask, cache, prefix=prefix, distance=distance)
             return self._reason(b0, None, cand_roles, spec, cache, prefix)
         cache = context.gathered(group_context)  # the reference: the context copied per group
         roles = dataclasses.replace(context_roles, valid=context_roles.valid.index_select(0, group_context))
         roles = roles.cat(cand_roles)
-        b0 = self.backbone(cands, self._mask(cand_roles, roles, cands), cache)  # (G, C, d)
+        mask, distance = self._mask(cand_roles, roles, cands), self._distance(cand_roles, roles)
+        b0 = self.backbone(cands, mask, cache, distance=distance)  # (G, C, d)
         return self._reason(b0, None, roles, spec, cache)
 
     def _prefix(
         self, context: KVCache, context_roles: Roles, group_context: torch.Tensor, spec: BlockSpec
     ) -> ContextPrefix | None:
         """The context as a shared prefix (``prefix_attention``) when it can be: serving (the
-        cache holds the context's projections) and every query row of every step may see
+        cache holds the context's projections, or its keys and values for HSTU layers, which
+        project with a SiLU and are not written in place) and every query row of every step may see
         every context key but padding; otherwise None (the gathered reference path)."""
-        buffers = context.projections
-        if not self.fold_groups or any(b is None for b in buffers) or torch.is_grad_enabled():
+        buffers = context.projections  # softmax layers: the in-place (R, capacity, 3d) projections
+        in_place = all(b is not None for b in buffers)
+        stored = all(t is not None for t in context.keys + context.values)  # HSTU layers: keys, values
+        if not self.fold_groups or not (in_place or stored) or torch.is_grad_enabled():
             return None
         one = dataclasses.replace(spec, valid=spec.valid[:1])  # structure only: validity is not read
         rows = Roles(torch.full_like(one.slot, SEG_CAND), torch.zeros_like(one.slot), one.slot, one.valid, one.positions)
@@ -147,25 +169,37 @@ class Reasoner(nn.Module):
         if not bool(allowed(rows, keys, **self._rules()).all()):
             return None
         contexts, grid, width = ContextPrefix.grid_of(group_context)
-        n, d = context_roles.length, buffers[0].shape[2] // 3
+        n, d = context_roles.length, self.config.d_model
         h = self.config.n_heads
 
         def heads(t: torch.Tensor) -> torch.Tensor:  # (R, N, d) -> (R, h, N, dh)
             return t.reshape(t.shape[0], n, h, d // h).transpose(1, 2)
 
-        picked = [b.index_select(0, contexts)[:, :n] for b in buffers]  # (R', N, 3d)
-        valid = context_roles.valid.index_select(0, contexts)
+        if in_place:
+            picked = [b.index_select(0, contexts)[:, :n] for b in buffers if b is not None]  # (R', N, 3d)
+            ctx_keys = [heads(p[..., d : 2 * d]) for p in picked]
+            ctx_values = [heads(p[..., 2 * d :]) for p in picked]
+        else:  # (R', h, N, dh) per layer
+            ctx_keys = [t.index_select(0, contexts)[:, :, :n] for t in context.keys if t is not None]
+            ctx_values = [t.index_select(0, contexts)[:, :, :n] for t in context.values if t is not None]
+        picked_roles = dataclasses.replace(context_roles, valid=context_roles.valid.index_select(0, contexts))
+        valid = picked_roles.valid
         mask = None
         if not bool(valid.all()):
-            mask = torch.zeros(valid.shape, dtype=picked[0].dtype, device=valid.device)
+            mask = torch.zeros(valid.shape, dtype=ctx_keys[0].dtype, device=valid.device)
             mask = mask.masked_fill_(~valid, MASKED)[:, None, None]
+        distance = None
+        if self.config.attention == "hstu":  # a group's rows all sit one past the context
+            one_row = Roles(rows.segment[:, :1], rows.block[:, :1], rows.slot[:, :1], rows.valid[:, :1], rows.index[:, :1])
+            distance = relative_distance(one_row, picked_roles)[:, None]  # (R', 1, 1, N)
         return ContextPrefix(
-            keys=[heads(p[..., d : 2 * d]) for p in picked],
-            values=[heads(p[..., 2 * d :]) for p in picked],
+            keys=ctx_keys,
+            values=ctx_values,
             mask=mask,
             grid=grid,
             rows=len(contexts),
             width=width,
+            distance=distance,
         )
 
     def _reason(
@@ -193,15 +227,19 @@ class Reasoner(nn.Module):
         if cache is not None:
             cuts = [(slice(end - n - m, end - n), end) for end in ends]
             masks = self._step_masks(block_roles, all_roles, cuts, tokens)
+            distance = self._distance(block_roles, all_roles)
         else:
-            masks = self._step_masks(all_roles, all_roles, [(slice(end), end) for end in ends], tokens)
+            cuts = [(slice(end), end) for end in ends]
+            masks = self._step_masks(all_roles, all_roles, cuts, tokens)
+            distance = self._distance(all_roles, all_roles)
+        distances = [None if distance is None else distance[:, :, rows, :keys] for rows, keys in cuts]
         seq_tokens = tokens
-        for step, mask in enumerate(masks, start=1):
+        for step, (mask, dist) in enumerate(zip(masks, distances), start=1):
             new_tokens = blocks[-1] + self.rpe.weight[step - 1]  # (B, M, d)
             if cache is not None:
-                out = self.backbone(new_tokens, mask, cache, prefix=prefix)
+                out = self.backbone(new_tokens, mask, cache, prefix=prefix, distance=dist)
             else:
                 seq_tokens = torch.cat([seq_tokens, new_tokens], dim=1)
-                out = self.backbone(seq_tokens, mask)[:, -m:]
+                out = self.backbone(seq_tokens, mask, distance=dist)[:, -m:]
             blocks.append(out)  # B_k (B, M, d)
         return torch.stack(blocks, dim=2)  # (B, M, K+1, d)

@@ -34,11 +34,20 @@ _CHANGES: Final[dict[str, dict[str, Any]]] = {
     "onepiece_last_step": {"supervision": "last_step"},
     # retrieval mode (K = 2: impression, then click)
     "onepiece_retrieval": {"mode": "retrieval", "num_steps": 2},
-    # baselines
-    "dlrm": {"backbone": "dlrm", "num_steps": 0, "use_pa": False},
-    "dlrm_pa": {"backbone": "dlrm", "num_steps": 0},  # target attention over PA as well
-    "hstu": {"causal": True, "candidates_visible": False, "num_steps": 0, "use_pa": False},
-    "hstu_pa": {"causal": True, "candidates_visible": False, "num_steps": 0},
+    # baselines (docs section 7: the faithful forms)
+    # DLRM: bottom MLP, embeddings and DIN target attention over the IH, pairwise dot
+    # products into the top MLP
+    "dlrm": {"backbone": "dlrm", "num_steps": 0, "use_pa": False, "dlrm_interaction": "dot"},
+    "dlrm_pa": {"backbone": "dlrm", "num_steps": 0, "dlrm_interaction": "dot"},  # DIN over PA as well
+    # the earlier DLRM-style row, kept so that earlier results stay comparable: an MLP
+    # over concatenated user, query, candidate and softmax target-attention pools
+    "dlrm_mlp": {"backbone": "dlrm", "num_steps": 0, "use_pa": False, "dlrm_interaction": "concat"},
+    # HSTU: pointwise SiLU attention with a relative position bias, causal over the
+    # context, candidates as targets that see the history but not each other
+    "hstu": {"attention": "hstu", "causal": True, "candidates_visible": False, "num_steps": 0, "use_pa": False},
+    "hstu_pa": {"attention": "hstu", "causal": True, "candidates_visible": False, "num_steps": 0},
+    # the earlier HSTU-style row: the same mask on softmax attention (earlier results)
+    "hstu_softmax": {"causal": True, "candidates_visible": False, "num_steps": 0, "use_pa": False},
     "rearec": {"causal": True, "reasoning": "last_token", "use_pa": False},
     "rearec_pa": {"causal": True, "reasoning": "last_token"},
 }

@@ -13,7 +13,7 @@ from model_helpers import contexts_table, random_rows, tiny_config
 
 from onepiece.contract.schemas import TASKS
 from onepiece.model import OnePiece, score, tensorize
-from onepiece.model.backbone import Backbone
+from onepiece.model.backbone import Backbone, RelativeBias
 from onepiece.model.inputs import CONTEXT_TENSORS, ModelInputs
 from onepiece.model.masks import SEG_CAND, Roles, attention_mask
 
@@ -29,6 +29,13 @@ def _table(n: int = 7, seed: int = 3, max_cands: int = 11):
 def _model(**overrides) -> OnePiece:
     torch.manual_seed(0)
     return OnePiece(tiny_config(**overrides)).eval()
+
+
+def _strong_relative_bias(model: OnePiece) -> None:
+    """HSTU layers: a relative-position bias large enough that a wrong position shows."""
+    for module in model.modules():
+        if isinstance(module, RelativeBias):
+            torch.nn.init.normal_(module.weight, std=1.0)
 
 
 def _stacked(model: OnePiece, x: ModelInputs, **kwargs) -> torch.Tensor:
@@ -89,10 +96,12 @@ def test_contexts_selects_contexts_with_all_their_groups():
     assert torch.equal(part.cand_item_cat, shared.cand_item_cat[groups])
 
 
+@pytest.mark.parametrize("attention", ["softmax", "hstu"])
 @pytest.mark.parametrize("num_steps", [0, 3])
 @pytest.mark.parametrize("head_reads_sd", [False, True])
-def test_shared_path_equals_every_group_as_its_own_sequence(num_steps, head_reads_sd):
-    model = _model(**SHARED, num_steps=num_steps, head_reads_sd=head_reads_sd)
+def test_shared_path_equals_every_group_as_its_own_sequence(num_steps, head_reads_sd, attention):
+    model = _model(**SHARED, num_steps=num_steps, head_reads_sd=head_reads_sd, attention=attention)
+    _strong_relative_bias(model)
     assert model.shares_context
     table = _table()
     shared = tensorize(table, model.config, shared_context=True)
@@ -103,9 +112,11 @@ def test_shared_path_equals_every_group_as_its_own_sequence(num_steps, head_read
     assert reference.abs().max() > 1e-3  # the comparison is not between zeros
 
 
+@pytest.mark.parametrize("attention", ["softmax", "hstu"])
 @pytest.mark.parametrize("num_steps", [0, 3])
-def test_score_on_the_shared_layout_equals_per_group_scoring(num_steps):
-    model = _model(**SHARED, num_steps=num_steps)
+def test_score_on_the_shared_layout_equals_per_group_scoring(num_steps, attention):
+    model = _model(**SHARED, num_steps=num_steps, attention=attention)
+    _strong_relative_bias(model)
     table = _table(n=12, seed=8, max_cands=30)
     per_sequence = score(model, tensorize(table, model.config), trim=False, chunk_size=0)
     shared = tensorize(table, model.config, shared_context=True)
@@ -129,7 +140,8 @@ def test_a_model_whose_context_sees_candidates_scores_the_shared_layout_per_sequ
 @pytest.mark.parametrize(
     "overrides, shares",
     [({}, False), (SHARED, True), ({"candidates_visible": False}, True), ({"causal": True}, True),
-     ({"backbone": "dlrm", "num_steps": 0}, False), ({"reasoning": "last_token"}, False)],
+     ({"backbone": "dlrm", "num_steps": 0}, False), ({"reasoning": "last_token"}, False),
+     ({"attention": "hstu", "causal": True, "candidates_visible": False, "num_steps": 0}, True)],
 )
 def test_which_models_share_the_context(overrides, shares):
     assert _model(**overrides).shares_context is shares
@@ -199,9 +211,11 @@ def test_a_2000_candidate_request_is_scored_in_bounded_micro_batches(monkeypatch
         assert (got[task][:500] > 0).all()
 
 
-def test_training_through_the_shared_layout_matches_per_sequence_gradients():
+@pytest.mark.parametrize("attention", ["softmax", "hstu"])
+def test_training_through_the_shared_layout_matches_per_sequence_gradients(attention):
     torch.manual_seed(0)
-    model = OnePiece(tiny_config(**SHARED, head_reads_sd=True)).train()
+    model = OnePiece(tiny_config(**SHARED, head_reads_sd=True, attention=attention)).train()
+    _strong_relative_bias(model)
     table = _table()
     weights = {}
 
@@ -221,16 +235,20 @@ def test_training_through_the_shared_layout_matches_per_sequence_gradients():
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("attention", ["softmax", "hstu"])
 @pytest.mark.parametrize("num_steps", [0, 3])
-def test_folding_groups_over_the_context_equals_copying_it_per_group(num_steps):
+def test_folding_groups_over_the_context_equals_copying_it_per_group(num_steps, attention):
     """Serving folds a request's groups against its context (``prefix_attention``); the
     reference copies the context's keys and values into every group. Same outputs, with
     groups of several requests interleaved in any order and unequal group counts."""
-    model = _model(**SHARED, num_steps=num_steps, n_heads=2)
+    model = _model(**SHARED, num_steps=num_steps, n_heads=2, attention=attention)
+    _strong_relative_bias(model)
     shared = tensorize(_table(n=9, seed=5, max_cands=17), model.config, shared_context=True)
     room = shared.cand_item_cat.shape[1] * (num_steps + 1)
     order = torch.randperm(shared.n_groups, generator=torch.Generator().manual_seed(0))
     outputs = {}
+    prefix_of, folded = model.reasoner._prefix, []
+    model.reasoner._prefix = lambda *args: folded.append(prefix_of(*args)) or folded[-1]  # type: ignore[method-assign]
     for fold in (True, False):
         model.reasoner.fold_groups = fold
         with torch.inference_mode():
@@ -239,6 +257,7 @@ def test_folding_groups_over_the_context_equals_copying_it_per_group(num_steps):
         outputs[fold] = torch.stack([out.logits[t] for t in TASKS], dim=-1) * out.cand_valid[..., None, None]
     assert (outputs[True] - outputs[False]).abs().max() <= 1e-5
     assert outputs[False].abs().max() > 1e-3
+    assert [p is not None for p in folded] == [True, False]  # the folded path did run
 
 
 def test_the_grid_puts_each_group_in_its_requests_row():
