@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from onepiece.contract.schemas import EVENT_TYPE_CODE, PA_GROUPS
 from onepiece.evaluation.anchor_signal import anchor_membership
+from onepiece.model.inputs import group_median
 
 #: IH keys matched against the candidate, as (feature prefix, column suffix).
 IH_KEYS: tuple[tuple[str, str], ...] = (("item", "item_id"), ("shop", "shop_id"), ("category", "category_id"))
@@ -97,19 +98,6 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     out = np.full(len(numerator), np.nan)
     ok = (numerator > 0) & (denominator > 0)
     out[ok] = numerator[ok] / denominator[ok]
-    return out
-
-
-def group_median(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
-    """[n_groups] median of ``values`` per ``group`` id (0..n_groups-1); NaN where empty."""
-    order = np.lexsort((values, group))
-    v = values[order]
-    counts = np.bincount(group, minlength=n_groups)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    out = np.full(n_groups, np.nan)
-    has = counts > 0
-    low, high = starts + (counts - 1) // 2, starts + counts // 2
-    out[has] = (v[low[has]] + v[high[has]]) / 2
     return out
 
 

@@ -32,6 +32,7 @@ BEFORE_FIELD: dict[str, Any] = {
     "shared_candidate_adapter": False,
     "attention": "softmax",
     "dlrm_interaction": "concat",  # the MLP over concatenated parts, now row ``dlrm_mlp``
+    "candidate_set_features": False,
 }
 
 
@@ -153,6 +154,10 @@ class ModelConfig:
     #: same trade-off as ``id_embedding_std``: 1.0 lets the category rule be learnt, tiny
     #: world onePiece 0.772 vs 0.790 with the other fixes, within 1-2 standard errors).
     side_embedding_std: float = 0.02
+    #: Training-time dropout of the item and user ids (ours): each id is read as the
+    #: unknown id (the OOV bucket) with this probability, so a candidate's score cannot
+    #: rest on its id's memorised embedding alone (issue 17).
+    id_dropout: float = 0.0
     #: Candidates go through the IH/PA item adapter instead of their own (ours; the spec's
     #: table gives CIS a separate adapter: False restores it). Shared, a candidate and the
     #: same item (or category) in the context start as the same vector and attention can
@@ -161,6 +166,11 @@ class ModelConfig:
     #: on "candidate is a PA-clicked anchor" after 30 epochs (shared: 0.997 at 13); on the
     #: tiny world it made no difference (onePiece 0.789 vs 0.790, DLRM 0.770 vs 0.773).
     shared_candidate_adapter: bool = True
+    #: Candidates also read the candidate-set numerics (ours; ``inputs.CAND_SET_FEATURES``:
+    #: price against the median of the request's candidates, overall and in the same
+    #: category). A group of C candidates sees only itself, and DLRM none: the whole recall
+    #: list is context only this feature gives them (issue 17).
+    candidate_set_features: bool = True
 
     # --- output calibration ------------------------------------------------------------
     #: Platt scaling per task head, task -> {"scale": a, "bias": b}: ``score()`` returns
@@ -175,6 +185,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.progressive_steps: unknown tasks {sorted(unknown)}")
         if set(TASKS) - set(self.progressive_steps):
             raise ValueError(f"ModelConfig.progressive_steps must name every task of {TASKS}")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError(f"ModelConfig.id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.num_steps < 0:
             raise ValueError(f"ModelConfig.num_steps must be >= 0, got {self.num_steps}")
         if self.d_model % self.n_heads:

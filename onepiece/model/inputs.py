@@ -17,6 +17,14 @@ Conventions (stable; other parts code against them):
 * Numeric tensors (``*_num``) are float32 after FIXED transforms (no fitted statistics):
   ``log1p`` for price, sales and popularity; ``log1p(100 x) / log(101)`` for CTR and CVR
   (maps [0, 1] to [0, 1] but resolves the small rates that matter).
+* Candidate-set numerics (ours, ``ModelConfig.candidate_set_features``): after the
+  item statistics, ``cand_item_num`` carries ``CAND_SET_FEATURES``, each candidate's
+  price against its request's candidates: log(price / the median price of all the
+  request's candidates) and log(price / that median among the request's candidates of
+  the same category), clipped to +-``SET_LOG_RATIO_CLIP``; 0 where a price is unknown.
+  They describe the whole recall list, so they are computed over every candidate of the
+  request before any grouping or sampling (``with_candidate_set_columns``; training
+  carries them as list columns through its candidate sampling).
 * Padding: each variable segment has a length tensor (``ih_len``, ``pa_len``,
   ``cand_len``, per-sample shape [1]); positions past the length are padding (ids -1,
   numbers 0) and are masked by the model. Scalars per sample have shape [1].
@@ -74,6 +82,11 @@ N_ITEM_CAT: Final = 1 + len(ITEM_CAT_FEATURES)  # item_id first
 N_ITEM_NUM: Final = len(ITEM_NUM_FEATURES)
 N_USER_CAT: Final = 1 + len(USER_CAT_FEATURES)  # user_id first
 N_QUERY_NUM: Final = len(QUERY_NUM_FEATURES)
+#: The candidate-set numerics (module docstring) and the list columns that carry them.
+CAND_SET_FEATURES: Final = ("price_vs_request", "price_vs_category")
+CAND_SET_COLUMNS: Final = tuple(f"cand_set_{name}" for name in CAND_SET_FEATURES)
+N_CAND_SET: Final = len(CAND_SET_FEATURES)
+SET_LOG_RATIO_CLIP: Final = 5.0
 
 PA_ITEM, PA_BOS, PA_EOS = 0, 1, 2
 N_PA_GROUPS: Final = len(PA_GROUPS)
@@ -136,7 +149,8 @@ TENSOR_SPECS: Final[dict[str, TensorSpec]] = {
     "pa_pos": TensorSpec(_I64, (-1,)),  # position inside its group, BOS = 0
     "pa_len": TensorSpec(_I64, (1,)),
     "cand_item_cat": TensorSpec(_I64, (-1, N_ITEM_CAT)),
-    "cand_item_num": TensorSpec(_F32, (-1, N_ITEM_NUM)),
+    # the item statistics, then the candidate-set numerics (CAND_SET_FEATURES)
+    "cand_item_num": TensorSpec(_F32, (-1, N_ITEM_NUM + N_CAND_SET)),
     "cand_len": TensorSpec(_I64, (1,)),
 }
 
@@ -590,6 +604,55 @@ def _sd(table: pa.Table, config: ModelConfig, width: int | None) -> dict:
     }
 
 
+def group_median(group: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """[n_groups] median of ``values`` per ``group`` id (0..n_groups-1); NaN where empty."""
+    order = np.lexsort((values, group))
+    v = values[order]
+    counts = np.bincount(group, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.full(n_groups, np.nan)
+    has = counts > 0
+    low, high = starts + (counts - 1) // 2, starts + counts // 2
+    out[has] = (v[low[has]] + v[high[has]]) / 2
+    return out
+
+
+def candidate_set_values(table: pa.Table) -> np.ndarray:
+    """[n_flat, N_CAND_SET] float32 candidate-set numerics of every candidate of ``table``
+    (one row per request, all its candidates), in flattened ``cand_item_id`` order."""
+    spec = {f.name: f for f in ITEM_FEATURES}
+    price = _flat_values(table, "cand_price", spec["price"], "float64")
+    price = np.where(np.isfinite(price), price, 0.0)
+    category = _flat_values(table, "cand_category_id", spec["category_id"], "int64")
+    request = np.asarray(pc.list_parent_indices(_list_column(table, "cand_item_id")), dtype=np.int64)
+    priced = price > 0
+    by_request = group_median(request[priced], price[priced], table.num_rows)[request]
+    keys, key_of = np.unique(np.stack([request, category], axis=1), axis=0, return_inverse=True)
+    key_of = key_of.reshape(-1)
+    by_category = group_median(key_of[priced], price[priced], len(keys))[key_of]
+    out = np.zeros((len(price), N_CAND_SET), np.float32)
+    for j, median in enumerate((by_request, by_category)):
+        ok = priced & (median > 0)
+        out[ok, j] = np.clip(np.log(price[ok] / median[ok]), -SET_LOG_RATIO_CLIP, SET_LOG_RATIO_CLIP)
+    return out
+
+
+def with_candidate_set_columns(table: pa.Table) -> pa.Table:
+    """``table`` (one row per request, all its candidates) with the ``CAND_SET_COLUMNS``
+    list columns; unchanged when it has them. Call it before cutting a request's candidates
+    into groups or samples: the numerics describe the whole list."""
+    if all(name in table.column_names for name in CAND_SET_COLUMNS):
+        return table
+    table = table.combine_chunks()
+    values = candidate_set_values(table)
+    offsets = _list_column(table, "cand_item_id").offsets
+    for j, name in enumerate(CAND_SET_COLUMNS):
+        column = pa.ListArray.from_arrays(offsets, pa.array(values[:, j]))
+        table = table.drop_columns([name]) if name in table.column_names else table
+        table = table.append_column(name, column)
+    return table
+
+
 def _candidate_groups(
     table: pa.Table, config: ModelConfig, fixed_shape: bool, shuffle_seed: int | None, source: str
 ) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -598,8 +661,11 @@ def _candidate_groups(
     Returns the candidate tensors, the context row of each sequence and the flat
     candidate index of each slot (-1 for padding).
     """
-    lengths = _check_parallel(table, "cand", _segment_names("cand"), source)
+    table = with_candidate_set_columns(table)
+    lengths = _check_parallel(table, "cand", _segment_names("cand") + list(CAND_SET_COLUMNS), source)
     cat, num = _item_features(table, "cand")
+    set_values = [_flat_values(table, name, None, "float32") for name in CAND_SET_COLUMNS]
+    num = np.concatenate([num, np.stack(set_values, axis=1)], axis=1)
     starts = np.cumsum(lengths) - lengths
     flat = np.arange(int(lengths.sum()))
     if shuffle_seed is not None:
@@ -618,7 +684,7 @@ def _candidate_groups(
     flat_index = np.full(valid.shape, -1, np.int64)
     flat_index[valid] = flat[position[valid]]
     cand_cat = np.full(valid.shape + (N_ITEM_CAT,), -1, np.int64)
-    cand_num = np.zeros(valid.shape + (N_ITEM_NUM,), np.float32)
+    cand_num = np.zeros(valid.shape + (N_ITEM_NUM + N_CAND_SET,), np.float32)
     cand_cat[valid], cand_num[valid] = cat[flat_index[valid]], num[flat_index[valid]]
     tensors = {"cand_item_cat": cand_cat, "cand_item_num": cand_num, "cand_len": group_len[:, None]}
     return tensors, request_row, flat_index

@@ -23,7 +23,7 @@ from torch import nn
 
 from onepiece.contract.schemas import EVENT_TYPES
 from onepiece.model.config import ModelConfig
-from onepiece.model.inputs import N_PA_GROUPS, ModelInputs
+from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_PA_GROUPS, ModelInputs
 from onepiece.model.masks import N_SEGMENTS, SEG_CAND, SEG_IH, SEG_PA, SEG_SD, Roles
 from onepiece.model.tokens import ItemEmbeddings, QueryAdapter, UserAdapter, adapter_mlp, structural_embedding
 
@@ -53,6 +53,10 @@ class ContextEncoder(nn.Module):
         self.item_adapter = adapter_mlp(self.item_embeddings.width, d)  # IH and PA
         # with shared_candidate_adapter the candidates go through the IH/PA item adapter
         self.cand_adapter = None if config.shared_candidate_adapter else adapter_mlp(self.item_embeddings.width, d)
+        # the candidate-set numerics (price against the request's candidates) join the
+        # candidate token through their own adapter, so an IH/PA token and the same item as
+        # a candidate still share the item adapter's vector
+        self.cand_set = adapter_mlp(N_CAND_SET, d) if config.candidate_set_features else None
         self.user_adapter = UserAdapter(config)
         self.query_adapter = QueryAdapter(config)
         std = config.structural_embedding_std
@@ -65,13 +69,15 @@ class ContextEncoder(nn.Module):
         self.sd_position = structural_embedding(N_SD, d, std)
 
     def items(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
-        """Shared item adapter (IH, PA; retrieval item vectors): (..., 3) -> (..., d)."""
-        return self.item_adapter(self.item_embeddings(cat, num))
+        """Shared item adapter (IH, PA; retrieval item vectors): (..., 3) -> (..., d).
+        ``num`` may carry the candidate-set numerics after the item statistics: ignored."""
+        return self.item_adapter(self.item_embeddings(cat, num[..., :N_ITEM_NUM]))
 
     def candidates(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
-        """Candidate adapter: (B, C, 3) -> (B, C, d)."""
+        """Candidate tokens: (B, C, 3) ids and (B, C, N_ITEM_NUM + N_CAND_SET) -> (B, C, d)."""
         adapter = self.item_adapter if self.cand_adapter is None else self.cand_adapter
-        return adapter(self.item_embeddings(cat, num))
+        tokens = adapter(self.item_embeddings(cat, num[..., :N_ITEM_NUM]))
+        return tokens if self.cand_set is None else tokens + self.cand_set(num[..., N_ITEM_NUM:])
 
     def history(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """IH tokens (B, Lih, d) and their validity (B, Lih)."""

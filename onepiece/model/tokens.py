@@ -39,17 +39,23 @@ ID_EMBEDDING_STD = 0.02
 
 class HashedEmbedding(nn.Embedding):
     """An embedding table indexed by raw ids (hashed, with an OOV bucket); init
-    N(0, std^2), ``ModelConfig.id_embedding_std``."""
+    N(0, std^2), ``ModelConfig.id_embedding_std``. In training, each id is read as the
+    unknown id with probability ``dropout`` (``ModelConfig.id_dropout``)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, std: float = ID_EMBEDDING_STD) -> None:
+    def __init__(
+        self, num_embeddings: int, embedding_dim: int, std: float = ID_EMBEDDING_STD, dropout: float = 0.0
+    ) -> None:
         super().__init__(num_embeddings, embedding_dim)  # draws N(0, ID_EMBEDDING_STD^2)
         if std != ID_EMBEDDING_STD:
             nn.init.normal_(self.weight, std=std)
+        self.dropout = dropout
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=ID_EMBEDDING_STD)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if self.training and self.dropout > 0:
+            ids = torch.where(torch.rand(ids.shape, device=ids.device) < self.dropout, torch.full_like(ids, -1), ids)
         return super().forward(bucket(ids, self.num_embeddings))
 
 
@@ -72,7 +78,7 @@ class ItemEmbeddings(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.side = config.use_side_info
-        self.item = HashedEmbedding(config.item_vocab, config.id_dim, config.id_embedding_std)
+        self.item = HashedEmbedding(config.item_vocab, config.id_dim, config.id_embedding_std, config.id_dropout)
         if self.side:
             self.shop = HashedEmbedding(config.shop_vocab, config.side_dim, config.side_embedding_std)
             self.category = HashedEmbedding(config.category_vocab, config.side_dim, config.side_embedding_std)
@@ -90,7 +96,7 @@ class UserAdapter(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.side = config.use_side_info
-        self.user = HashedEmbedding(config.user_vocab, config.id_dim, config.id_embedding_std)
+        self.user = HashedEmbedding(config.user_vocab, config.id_dim, config.id_embedding_std, config.id_dropout)
         n_side = N_USER_CAT - 1
         if self.side:
             self.profile = nn.ModuleList(

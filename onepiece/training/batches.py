@@ -24,7 +24,7 @@ import torch
 
 from onepiece.contract import TASKS
 from onepiece.model import ModelConfig, ModelInputs, tensorize
-from onepiece.model.inputs import candidate_values
+from onepiece.model.inputs import candidate_values, with_candidate_set_columns
 from onepiece.training.config import TrainConfig
 from onepiece.training.groups import sample_candidates, split_groups
 
@@ -48,6 +48,7 @@ def epoch_batches(
 ) -> Iterator[Batch]:
     """The batches of one epoch; the same (seed, epoch) gives the same batches."""
     rng = np.random.default_rng([train_config.seed, epoch])
+    rows = with_candidate_set_columns(rows)  # over the whole recall list, before sampling
     keep = sample_candidates(rows, rng, train_config.max_unexposed)
     longest = int(pc.max(pc.list_value_length(rows["cand_item_id"])).as_py() or 1)
     group_size = longest if model_config.mode == "retrieval" else (model_config.group_size or longest)

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from onepiece.evaluation.evaluate import evaluate_model, headline
 from onepiece.model import ModelConfig, OnePiece, save_checkpoint
+from onepiece.model.inputs import with_candidate_set_columns
 from onepiece.training.batches import batches_per_epoch, epoch_batches
 from onepiece.training.config import TrainConfig
 from onepiece.training.fit import FitSettings, Score, TrainResult, batch_loss, fit
@@ -38,6 +39,7 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train a fresh model; ``on_step(epoch, step, loss)`` / ``on_epoch(record)`` report."""
+    train_rows = with_candidate_set_columns(train_rows)  # once, not every epoch
 
     def evaluate(model: OnePiece) -> Score:
         doc = evaluate_model(model, eval_rows, seed=train_config.seed)

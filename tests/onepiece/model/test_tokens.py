@@ -31,3 +31,29 @@ def test_fresh_id_embeddings_are_small_beside_the_numeric_features() -> None:
         for table in module.modules():
             if isinstance(table, torch.nn.Embedding):
                 assert float(table.weight.detach().std()) < 0.05
+
+
+def test_id_dropout_reads_ids_as_unknown_in_training_only() -> None:
+    """``ModelConfig.id_dropout``: in training about that share of item and user ids go to
+    the OOV bucket (issue 17: the item ids were memorised after one epoch); in evaluation
+    every id is read, so scores stay deterministic."""
+    from dataclasses import replace
+
+    import pytest
+
+    from onepiece.model.tokens import HashedEmbedding
+
+    torch.manual_seed(0)
+    table = HashedEmbedding(1_000, 4, dropout=0.3)
+    ids = torch.arange(1, 20_001) % 999
+    oov = table.weight[0]
+    table.train()
+    dropped = (table(ids) == oov).all(dim=-1).float().mean().item()
+    assert 0.28 < dropped < 0.32
+    table.eval()
+    assert not (table(ids) == oov).all(dim=-1).any()
+    config = replace(tiny_config(), id_dropout=0.5)
+    assert ItemEmbeddings(config).item.dropout == 0.5 and UserAdapter(config).user.dropout == 0.5
+    assert ItemEmbeddings(config).category.dropout == 0.0  # side features are always read
+    with pytest.raises(ValueError, match="id_dropout"):
+        replace(tiny_config(), id_dropout=1.0)
