@@ -22,7 +22,7 @@ from torch import nn
 
 from onepiece.model.config import ModelConfig
 from onepiece.model.heads import MultiTaskMLP
-from onepiece.model.inputs import N_ITEM_NUM, N_QUERY_NUM, N_USER_CAT, ModelInputs
+from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_QUERY_NUM, N_USER_CAT, ModelInputs
 from onepiece.model.sequence import ContextEncoder
 
 
@@ -86,7 +86,9 @@ class DLRMCore(nn.Module):
         widths = [id_dim] + ([side_dim, side_dim] if side else []) + [id_dim]
         widths += ([side_dim] * (N_USER_CAT - 1) if side else []) + [id_dim] + ([id_dim] if side else [])
         self.embedding_maps = nn.ModuleList(nn.Linear(w, d, bias=False) for w in widths)
-        n_dense = N_ITEM_NUM + N_QUERY_NUM
+        # the candidate's statistics (and candidate-set numerics when the model reads them) and the query's
+        self.n_cand_dense = N_ITEM_NUM + (N_CAND_SET if config.candidate_set_features else 0)
+        n_dense = self.n_cand_dense + N_QUERY_NUM
         self.bottom = nn.Sequential(nn.Linear(n_dense, 2 * d), nn.ReLU(), nn.Linear(2 * d, d)) if side else None
         self.din_ih = DINAttention(d)
         self.din_pa = DINAttention(d) if config.use_pa else None
@@ -118,7 +120,8 @@ class DLRMCore(nn.Module):
         vectors = [m(e) for m, e in zip(self.embedding_maps, embedded)]  # each (B, C, d)
         dense = None
         if self.bottom is not None:
-            numeric = torch.cat([x.cand_item_num, x.query_num[:, None].expand(b, c, N_QUERY_NUM)], dim=-1)
+            cand_dense = x.cand_item_num[..., : self.n_cand_dense]
+            numeric = torch.cat([cand_dense, x.query_num[:, None].expand(b, c, N_QUERY_NUM)], dim=-1)
             dense = self.bottom(numeric.to(vectors[0].dtype))  # (B, C, d)
             vectors.insert(0, dense)
         cands = encoder.candidates(x.cand_item_cat, x.cand_item_num)  # (B, C, d) the DIN target
