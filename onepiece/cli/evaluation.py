@@ -27,7 +27,9 @@ def ablation_command(
     side_features: Annotated[
         str, typer.Option(help="'feast' (the feature repo) or 'snapshots' (ASOF joins on the tables).")
     ] = "feast",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs per row.")] = 3,
+    epochs: Annotated[
+        int | None, typer.Option(help="Maximum epochs per row (default: AblationConfig.epochs, 6).")
+    ] = None,
     lr: Annotated[
         float | None, typer.Option(help="AdamW learning rate of every row (default: AblationConfig.lr, 2e-3).")
     ] = None,
@@ -46,7 +48,7 @@ def ablation_command(
     patience: Annotated[
         int | None,
         typer.Option(help="Epochs without a better validation click AUC before a row stops (default: "
-                     "AblationConfig.patience, 1)."),
+                     "AblationConfig.patience, 2)."),
     ] = None,
     max_train_requests: Annotated[int, typer.Option(help="Training requests sampled (0 = all).")] = 1500,
     max_test_requests: Annotated[int, typer.Option(help="Test requests sampled (0 = all).")] = 600,
@@ -121,10 +123,10 @@ def ablation_command(
     if seeds < 1 or resamples < 1:
         raise UserError("--seeds and --resamples must be at least 1")
     cfg = ablation.AblationConfig(
-        seed=seed, seeds=seeds, resamples=resamples, epochs=epochs, threads=threads, workers=workers,
+        seed=seed, seeds=seeds, resamples=resamples, threads=threads, workers=workers,
         max_train_requests=max_train_requests or None, max_test_requests=max_test_requests or None,
         # Options left unset keep AblationConfig's defaults (one place for them).
-        **{k: v for k, v in {"lr": lr, "batch_size": batch_size, "patience": patience,
+        **{k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
                              "lr_schedule": lr_schedule, "warmup_steps": warmup_steps}.items() if v is not None},
     )
     try:  # every row's TrainConfig is built from these: check them before any work

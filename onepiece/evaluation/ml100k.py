@@ -92,6 +92,9 @@ def model_configs(data: ML100k, cfg: ML100kConfig) -> dict[str, Any]:
         user_side_vocab=64,
         use_pa=False,  # MovieLens has no queries, so no query anchors
         retrieval_temperature=cfg.temperature,
+        # item ids are nearly all MovieLens says of an item (genre is the only side
+        # feature): retrieval there is learning them, so no id dropout
+        id_dropout=0.0,
     )
     onepiece = dataclasses.replace(variant_config("onepiece_retrieval", **sizes), name="onepiece_ml100k")
     sasrec = dataclasses.replace(

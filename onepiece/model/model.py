@@ -36,6 +36,7 @@ from onepiece.model.inputs import ModelInputs
 from onepiece.model.masks import SEG_SD, Roles
 from onepiece.model.reasoning import BlockSpec, Reasoner
 from onepiece.model.sequence import N_SD, Context, ContextEncoder
+from onepiece.model.tokens import HashedEmbedding
 
 
 @dataclass
@@ -124,6 +125,8 @@ class OnePiece(nn.Module):
         head computes only those. Inputs in the shared-context layout
         (``x.group_context``) give one row per group; a model that ``shares_context``
         encodes each context once (cached), any other runs ``x.sequences()``."""
+        if self.training:
+            self._resample_id_dropout()
         if x.group_context is not None:
             if self.shares_context and cached:
                 room = x.cand_item_cat.shape[1] * (self.config.num_steps + 1)
@@ -158,6 +161,12 @@ class OnePiece(nn.Module):
             return ModelOutput(self.head(user, items), ctx.cand_valid, user, items)
         cands = self.encoder.candidates(x.cand_item_cat, x.cand_item_num)
         return ModelOutput(self.head(user, cands), ctx.cand_valid)
+
+    def _resample_id_dropout(self) -> None:
+        """One draw of the dropped ids per training forward, shared by every lookup in it."""
+        for module in self.modules():
+            if isinstance(module, HashedEmbedding) and module.dropout > 0:
+                module.resample_dropout()
 
     def _sd_tokens(self, ctx: Context) -> torch.Tensor | None:
         """The SD input tokens (B, N_SD, d) for a head that reads them (``head_reads_sd``)."""

@@ -39,8 +39,13 @@ ID_EMBEDDING_STD = 0.02
 
 class HashedEmbedding(nn.Embedding):
     """An embedding table indexed by raw ids (hashed, with an OOV bucket); init
-    N(0, std^2), ``ModelConfig.id_embedding_std``. In training, each id is read as the
-    unknown id with probability ``dropout`` (``ModelConfig.id_dropout``)."""
+    N(0, std^2), ``ModelConfig.id_embedding_std``.
+
+    Id dropout (``ModelConfig.id_dropout``): in training, a random share ``dropout`` of
+    the ids is read as the unknown id. The draw is per id, not per token, and holds until
+    ``resample_dropout()`` (``OnePiece.forward`` draws once per training forward): a
+    candidate and the same item in its IH or PA are dropped together, so the id still
+    matches where it is kept. Evaluation reads every id."""
 
     def __init__(
         self, num_embeddings: int, embedding_dim: int, std: float = ID_EMBEDDING_STD, dropout: float = 0.0
@@ -49,14 +54,25 @@ class HashedEmbedding(nn.Embedding):
         if std != ID_EMBEDDING_STD:
             nn.init.normal_(self.weight, std=std)
         self.dropout = dropout
+        self._dropped: torch.Tensor | None = None  # [num_embeddings] bool, the current draw
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=ID_EMBEDDING_STD)
 
+    def resample_dropout(self) -> None:
+        """Draw which buckets read as unknown until the next draw."""
+        dropped = torch.rand(self.num_embeddings, device=self.weight.device) < self.dropout
+        dropped[0] = False  # the OOV bucket itself
+        self._dropped = dropped
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        buckets = bucket(ids, self.num_embeddings)
         if self.training and self.dropout > 0:
-            ids = torch.where(torch.rand(ids.shape, device=ids.device) < self.dropout, torch.full_like(ids, -1), ids)
-        return super().forward(bucket(ids, self.num_embeddings))
+            if self._dropped is None:
+                self.resample_dropout()
+            assert self._dropped is not None
+            buckets = torch.where(self._dropped[buckets], torch.zeros_like(buckets), buckets)
+        return super().forward(buckets)
 
 
 def structural_embedding(n: int, d: int, std: float | None) -> nn.Embedding:

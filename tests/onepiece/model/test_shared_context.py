@@ -214,7 +214,8 @@ def test_a_2000_candidate_request_is_scored_in_bounded_micro_batches(monkeypatch
 @pytest.mark.parametrize("attention", ["softmax", "hstu"])
 def test_training_through_the_shared_layout_matches_per_sequence_gradients(attention):
     torch.manual_seed(0)
-    model = OnePiece(tiny_config(**SHARED, head_reads_sd=True, attention=attention)).train()
+    # id_dropout off: its random draws depend on the layout, the gradients' equality does not
+    model = OnePiece(tiny_config(**SHARED, head_reads_sd=True, attention=attention, id_dropout=0.0)).train()
     _strong_relative_bias(model)
     table = _table()
     weights = {}
