@@ -102,8 +102,9 @@ class AblationConfig:
     seeds: int = 1
     #: Request resamples of the orderings' paired bootstrap (``significance``).
     resamples: int = 1000
-    #: 6 epochs, patience 2 (was 3 and 1): with ``ModelConfig.id_dropout`` the rows peak
-    #: at epochs 2-5 instead of 1 (docs/results.md, issue 17).
+    #: 6 epochs, patience 2 (was 3 and 1): at patience 1 a row stopped at its first
+    #: validation dip, which at 1,500 requests is often seed noise (docs/results.md,
+    #: issue 17: onePiece +0.005, -0.0004..+0.0106, measured with the candidate-set numerics on).
     epochs: int = 6
     batch_size: int = 64
     lr: float = 2e-3

@@ -155,16 +155,17 @@ class ModelConfig:
     #: same trade-off as ``id_embedding_std``: 1.0 lets the category rule be learnt, tiny
     #: world onePiece 0.772 vs 0.790 with the other fixes, within 1-2 standard errors).
     side_embedding_std: float = 0.02
-    #: Training-time dropout of the item and user ids (ours): each id is read as the
-    #: unknown id (the OOV bucket) with this probability; evaluation reads every id. At
-    #: the default ablation budget every row peaked after one epoch (train loss falling,
-    #: validation AUC falling): the 50k-bucket item table memorised the training requests.
-    #: Default world, 1,500 requests, one seed, click AUC DLRM/onePiece: ids read always
-    #: 0.784/0.772; no item or user ids at all 0.794/0.791; dropout 0.5 0.791/0.779; 0.9
-    #: 0.793/0.784 (user ids alone made no difference). 0.9 keeps the ids, which a
-    #: candidate needs to match the same item in its PA or IH, and lets them grow where
-    #: the data supports it (docs/results.md has the 3-seed measurement).
-    id_dropout: float = 0.9
+    #: Training-time dropout of the item and user ids (ours; ``tokens.HashedEmbedding``):
+    #: a share of the ids, drawn per id once per training forward, is read as the unknown
+    #: id; evaluation reads every id. Off by default: it trades one skill for another.
+    #: At the default ablation budget every row peaked after one epoch (the item table
+    #: memorises the training requests); dropping ids PER TOKEN at 0.9 lifted onePiece's
+    #: click AUC by +0.006 (3 seeds, interval +0.001..+0.012) but cut the learnability
+    #: check's "candidate is a PA-clicked anchor" rule from 0.997 to 0.69 (a match needs
+    #: both ids); per id (a candidate and its PA copy dropped together) 0.9 / 0.5 / 0.2 gave
+    #: 0.71 / 0.83 / 0.99 on that rule and no gain on the world (0.5: -0.0001, 0.2: see
+    #: docs/results.md). The ids' memorisation is left to more data, not to this switch.
+    id_dropout: float = 0.0
     #: Candidates go through the IH/PA item adapter instead of their own (ours; the spec's
     #: table gives CIS a separate adapter: False restores it). Shared, a candidate and the
     #: same item (or category) in the context start as the same vector and attention can
@@ -174,10 +175,13 @@ class ModelConfig:
     #: tiny world it made no difference (onePiece 0.789 vs 0.790, DLRM 0.770 vs 0.773).
     shared_candidate_adapter: bool = True
     #: Candidates also read the candidate-set numerics (ours; ``inputs.CAND_SET_FEATURES``:
-    #: price against the median of the request's candidates, overall and in the same
-    #: category). A group of C candidates sees only itself, and DLRM none: the whole recall
-    #: list is context only this feature gives them (issue 17).
-    candidate_set_features: bool = True
+    #: price against the median of the request's whole recall list, overall and in the same
+    #: category; the gbdt row's second feature by gain). A group of C candidates sees only
+    #: itself and DLRM none, so only this input gives them the list. Off by default: on the
+    #: default world it was within noise for DLRM and onePiece (one seed each, -0.001 and
+    #: +0.005 click AUC), and it slowed ReaRec on the learnability check's category rule
+    #: to 0.949 (0.966 without), just under the check's 0.95.
+    candidate_set_features: bool = False
 
     # --- output calibration ------------------------------------------------------------
     #: Platt scaling per task head, task -> {"scale": a, "bias": b}: ``score()`` returns

@@ -8,7 +8,7 @@ import dataclasses
 import math
 
 import numpy as np
-import pyarrow as pa
+import pytest
 import torch
 from model_helpers import context_row, contexts_table, random_rows, tiny_config, training_table
 
@@ -87,15 +87,17 @@ def test_training_groups_carry_the_whole_requests_values() -> None:
     assert not torch.equal(recomputed.cand_item_num, cut.cand_item_num)  # groups alone would differ
 
 
-def test_a_model_without_the_switch_ignores_them() -> None:
+@pytest.mark.parametrize("backbone", ["transformer", "dlrm"])
+def test_only_a_model_with_the_switch_reads_them(backbone: str) -> None:
     rows = contexts_table(random_rows(4))
-    x = tensorize(rows, tiny_config())
+    base = {"backbone": backbone, "num_steps": 0} if backbone == "dlrm" else {}
+    x = tensorize(rows, tiny_config(**base))
     moved = dataclasses.replace(x, cand_item_num=x.cand_item_num.clone())
     moved.cand_item_num[..., N_ITEM_NUM:] += 1.0
     torch.manual_seed(0)
-    old = OnePiece(tiny_config(candidate_set_features=False)).eval()
+    off = OnePiece(tiny_config(**base)).eval()
     torch.manual_seed(0)
-    new = OnePiece(tiny_config()).eval()
+    on = OnePiece(tiny_config(**base, candidate_set_features=True)).eval()
     with torch.no_grad():
-        assert torch.equal(old(x).logits["click"], old(moved).logits["click"])
-        assert not torch.equal(new(x).logits["click"], new(moved).logits["click"])
+        assert torch.equal(off(x).logits["click"], off(moved).logits["click"])
+        assert not torch.equal(on(x).logits["click"], on(moved).logits["click"])
