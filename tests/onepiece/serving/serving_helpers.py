@@ -177,6 +177,40 @@ def kill_after_first_request(server, done: threading.Event) -> threading.Thread:
     return thread
 
 
+def dead_letters_when_the_only_server_dies(
+    data: Path, repo: Path, standing_url: str, seed: int, max_cands: int
+) -> list[dict[str, Any]]:
+    """Publish a partition through ``standing_url``, then rerun the same window against a
+    server of ``repo`` that is killed after its first answer: the run must fail, publish
+    nothing and leave the partition as it was. Returns the dead-letter lines (checked to
+    be this window's requests)."""
+    import json
+
+    import pytest
+
+    from onepiece.errors import UserError
+    from onepiece.serving.server import TritonServerConfig, embedded_triton
+    from onepiece.serving.score_job import run_scoring
+
+    write_context_run(data, [synthetic_contexts(200, seed=seed, max_cands=max_cands)])
+    run_scoring(job_config(data, (standing_url,), model_version=1))
+    before = partition_files(data)
+    with embedded_triton(TritonServerConfig(repo)) as victim:
+        done = threading.Event()
+        watcher = kill_after_first_request(victim, done)
+        try:
+            with pytest.raises(UserError, match=r"requests could not be scored .*nothing published"):
+                run_scoring(job_config(data, (victim.grpc_url,), model_version=1, max_in_flight=1))
+        finally:
+            done.set()
+            watcher.join()
+    assert partition_files(data) == before  # the published partition is untouched
+    dead = data / "_dead_letter" / PARTITION / "requests.jsonl"
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert lines and all(line["request_id"].startswith(f"req-{seed}-") for line in lines)
+    return lines
+
+
 # ---------------------------------------------------------------------------
 # A two-line Python-backend model, for the server's own tests
 # ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from serving_helpers import (
+    dead_letters_when_the_only_server_dies,
     PARTITION,
     START,
     expected_scores,
@@ -111,21 +112,5 @@ def test_job_fails_over_when_one_of_two_servers_dies(tmp_path, ranker_repo):
 
 
 def test_dead_letters_when_the_only_server_dies_and_the_old_partition_stays(tmp_path, ranker_repo, ranker_server):
-    shards = [synthetic_contexts(200, seed=31, max_cands=9)]
-    write_context_run(tmp_path, shards)
-    run_scoring(job_config(tmp_path, (ranker_server.grpc_url,), model_version=1))
-    before = partition_files(tmp_path)
-    with embedded_triton(TritonServerConfig(ranker_repo.repo)) as victim:
-        done = threading.Event()
-        watcher = kill_after_first_request(victim, done)
-        try:
-            with pytest.raises(UserError, match=r"requests could not be scored .*nothing published"):
-                run_scoring(job_config(tmp_path, (victim.grpc_url,), model_version=1, max_in_flight=1))
-        finally:
-            done.set()
-            watcher.join()
-    assert partition_files(tmp_path) == before  # the published partition is untouched
-    dead = tmp_path / "_dead_letter" / PARTITION / "requests.jsonl"
-    lines = [json.loads(line) for line in dead.read_text().splitlines()]
-    assert lines and all(line["request_id"].startswith("req-31-") for line in lines)
+    lines = dead_letters_when_the_only_server_dies(tmp_path, ranker_repo.repo, ranker_server.grpc_url, seed=31, max_cands=9)
     assert "Triton" in lines[0]["error"]

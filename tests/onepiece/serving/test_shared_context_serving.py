@@ -16,11 +16,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from serving_helpers import (
+    dead_letters_when_the_only_server_dies,
     PARTITION,
     expected_scores,
     job_config,
     kill_after_first_request,
-    partition_files,
     synthetic_contexts,
     write_context_run,
 )
@@ -176,20 +176,4 @@ def test_refresh_scoring_on_an_embedded_server_sends_whole_requests(tmp_path, sh
 
 
 def test_shared_dead_letters_when_the_only_server_dies_and_the_old_partition_stays(tmp_path, shared_repo, shared_server):
-    shards = [synthetic_contexts(200, seed=71, max_cands=30)]
-    write_context_run(tmp_path, shards)
-    run_scoring(job_config(tmp_path, (shared_server.grpc_url,), model_version=1))
-    before = partition_files(tmp_path)
-    with embedded_triton(TritonServerConfig(shared_repo.repo)) as victim:
-        done = threading.Event()
-        watcher = kill_after_first_request(victim, done)
-        try:
-            with pytest.raises(UserError, match=r"requests could not be scored .*nothing published"):
-                run_scoring(job_config(tmp_path, (victim.grpc_url,), model_version=1, max_in_flight=1))
-        finally:
-            done.set()
-            watcher.join()
-    assert partition_files(tmp_path) == before  # the published partition is untouched
-    dead = tmp_path / "_dead_letter" / PARTITION / "requests.jsonl"
-    lines = [json.loads(line) for line in dead.read_text().splitlines()]
-    assert lines and all(line["request_id"].startswith("req-71-") for line in lines)
+    dead_letters_when_the_only_server_dies(tmp_path, shared_repo.repo, shared_server.grpc_url, seed=71, max_cands=30)
