@@ -4,8 +4,14 @@ For a run at logical date T (the window start) the DAG scores the candidates req
 in [T, T + window_minutes) as of T, and publishes ``scores/dt=YYYY-MM-DD/hour=HH/``:
 
     check_inputs ──┐
-                   ├─> assemble_contexts ─> score ─> report ─> publish ─> serving_table
+                   ├─> assemble_contexts ─> score ─> report ─> guard ─> publish ─> serving_table
     ensure_model_served
+
+The ``guard`` task refuses a staged partition that fails a check (coverage, request
+volume, defaulted side features, degenerate scores, drift, served vs in-process scores;
+thresholds are the ``guard_*`` Params): the run fails, nothing is published, the serving
+pointer stays, and the report is copied to ``<data>/_refused/prerank_refresh/``. The
+``force_publish`` Param publishes anyway and records it in the manifest.
 
 The schedule is a cron expression (``$ONEPIECE_REFRESH_SCHEDULE``, default hourly). Airflow
 3 runs a cron schedule with CronTriggerTimetable, whose data interval is empty
@@ -31,7 +37,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, Param, dag, task
 
 from onepiece.pipeline.config import scheduled_dag_args
-from onepiece.pipeline.dag_params import shared_params
+from onepiece.pipeline.dag_params import guard_params, shared_params
 
 FEATURE_REGISTRY = Asset(name="onepiece_feature_registry")
 MODEL_PIN = Asset(name="onepiece_model_pin")
@@ -53,6 +59,7 @@ def _config(context):
                                description="Model version to score with; 0: the pinned one."),
         "beam_runner": Param("", type="string", description="Beam runner; empty: $ONEPIECE_BEAM_RUNNER, else FnApiRunner."),
         "beam_args": Param("", type="string", description="Extra Beam flags; empty: $ONEPIECE_BEAM_ARGS."),
+        **guard_params(),
     },
     doc_md=__doc__,
 )
@@ -87,8 +94,15 @@ def prerank_refresh():
 
         return refresh.report(_config(context), context["logical_date"], inputs)
 
+    # A refusal is a verdict on the staged run, not a transient failure: no retries.
+    @task(retries=0)
+    def guard(quality: dict, **context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.guard(_config(context), context["logical_date"])
+
     @task
-    def publish(quality: dict, **context) -> dict:
+    def publish(verdict: dict, **context) -> dict:
         from onepiece.pipeline import refresh
 
         return refresh.publish(_config(context), context["logical_date"])
@@ -103,7 +117,7 @@ def prerank_refresh():
     model = ensure_model_served()
     contexts = assemble_contexts(inputs, model)
     scored = score(contexts, model)
-    serving_table(publish(report(scored, inputs)))
+    serving_table(publish(guard(report(scored, inputs))))
 
 
 prerank_refresh()

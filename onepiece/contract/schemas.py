@@ -211,6 +211,7 @@ MANIFEST_SCHEMA: Final = pa.schema(
             ),
         ),
         pa.field("settings", pa.string()),  # JSON text: run configuration (fusion weights, ...)
+        pa.field("guard", pa.string()),  # JSON text: the publish guard's verdict (scores only)
     ]
 )
 

@@ -3,8 +3,9 @@
 - ``config``: RefreshConfig / RegistryConfig / PublishConfig from Airflow Params and
   environment variables, with embedded defaults
 - ``refresh``: check_inputs, ensure_model_served, assemble_contexts, score, report,
-  publish, serving_table (the ``prerank_refresh`` DAG)
+  guard, publish, serving_table (the ``prerank_refresh`` DAG)
 - ``report``: the per-run quality report (distributions, coverage, drift)
+- ``guard``: the publish guard's checks and thresholds (between report and publish)
 - ``pin``: the pinned model version the refresh DAG scores with
 - ``registry``: definitions_changed, plan, validate, apply, materialise (the
   ``feature_registry`` DAG)

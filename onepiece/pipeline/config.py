@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from onepiece.errors import UserError
+from onepiece.pipeline.guard import GuardConfig
 from onepiece.storage import DATA_ENV, data_root
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +145,7 @@ class RefreshConfig:
     feature_repo: str | None = None  # None: the project's features/
     beam: BeamConfig = BeamConfig()
     max_failed_requests: int = 0
+    guard: GuardConfig = GuardConfig()
 
     def __post_init__(self) -> None:
         if self.window <= dt.timedelta(0):
@@ -167,6 +169,7 @@ class RefreshConfig:
                 _pick(params, "max_failed_requests", env, "ONEPIECE_MAX_FAILED_REQUESTS"), 0,
                 "max_failed_requests",
             ),
+            guard=GuardConfig.from_params(params),
         )
 
 

@@ -30,3 +30,26 @@ def shared_params(*names: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"no shared Param named {unknown}; known: {sorted(known)}")
     return {name: known[name]() for name in names}
+
+
+def guard_params() -> dict[str, Any]:
+    """The publish guard's Params (``force_publish`` and ``guard_<threshold>``), their
+    defaults and descriptions taken from ``GuardConfig``."""
+    import dataclasses
+
+    from airflow.sdk import Param
+
+    from onepiece.pipeline.guard import GuardConfig, THRESHOLD_HELP
+
+    params: dict[str, Any] = {}
+    for field in dataclasses.fields(GuardConfig):
+        default = getattr(GuardConfig(), field.name)
+        if field.name == "force":
+            params["force_publish"] = Param(
+                False, type="boolean",
+                description="Publish even when guard checks fail (recorded in the manifest).")
+            continue
+        kind = "integer" if isinstance(default, int) else "number"
+        params[f"guard_{field.name}"] = Param(
+            default, type=kind, minimum=0, description=f"Publish guard: {THRESHOLD_HELP[field.name]}")
+    return params

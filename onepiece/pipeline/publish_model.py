@@ -42,6 +42,7 @@ from onepiece import storage
 from onepiece.errors import UserError
 from onepiece.pipeline.config import PublishConfig
 from onepiece.pipeline.pin import read_pin, write_pin
+from onepiece.serving.inprocess import probabilities_in_process
 
 log = logging.getLogger(__name__)
 
@@ -213,22 +214,6 @@ def export(config: PublishConfig, checkpoint: str) -> dict[str, Any]:
     return {"version": int(written.name), "exported": True}
 
 
-def _scores_in_process(model, contexts) -> dict[str, np.ndarray]:
-    """``p_<task>`` per candidate, on the flattened ``cand_item_id`` order of
-    ``contexts`` (what the Triton client returns for the same rows)."""
-    from onepiece.model import score, tensorize
-    from onepiece.serving.client import scatter_to_candidates
-    from onepiece.serving.scoring import chunk_rows
-
-    parts = []
-    for chunk in chunk_rows(contexts, model.config.group_size, 1024):
-        inputs = tensorize(chunk, model.config, fixed_shape=True)
-        assert inputs.cand_flat_index is not None  # set by tensorize for context rows
-        probs = {f"p_{t}": p.numpy() for t, p in score(model, inputs).items()}
-        parts.append(scatter_to_candidates(probs, inputs.cand_flat_index.numpy(), chunk))
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
-
-
 # --- calibrate ------------------------------------------------------------------------
 
 
@@ -270,7 +255,7 @@ def _labelled_window(
     if most and contexts.num_rows > most:  # a seeded sample of the window's requests
         rng = np.random.default_rng([config.seed, int(start.timestamp())])
         contexts = contexts.take(np.sort(rng.choice(contexts.num_rows, size=most, replace=False)))
-    probs = _scores_in_process(model, contexts)
+    probs = probabilities_in_process(model, contexts)
     lengths = pc.list_value_length(contexts["cand_item_id"]).to_numpy(zero_copy_only=False)
     rows = pa.table({
         "request_id": np.repeat(contexts["request_id"].to_numpy(zero_copy_only=False), lengths),
@@ -376,7 +361,7 @@ def smoke(config: PublishConfig, checkpoint: str, version: int, sets: dict[str, 
     files = sorted(Path(sets["eval"]).glob("*.parquet"))
     contexts = pa.concat_tables([pq.read_table(f) for f in files]).select(CONTEXTS_SCHEMA.names)
     contexts = contexts.slice(0, SMOKE_REQUESTS)
-    expected = _scores_in_process(load_checkpoint(checkpoint), contexts)
+    expected = probabilities_in_process(load_checkpoint(checkpoint), contexts)
     config_json = (Path(checkpoint) / CONFIG_FILE).read_text()
 
     def served_scores(urls: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ Everything a run produces is staged under ``<data>/_runs/prerank_refresh/<partit
 (a root that readers ignore) and only the ``publish`` task moves it into place:
 
     check_inputs ──┐
-                   ├─> assemble_contexts ─> score ─> report ─> publish ─> serving_table
+                   ├─> assemble_contexts ─> score ─> report ─> guard ─> publish ─> serving_table
     ensure_model_served
 
 - ``assemble_contexts`` runs the Beam contexts job; the side features are fetched from
@@ -17,6 +17,10 @@ Everything a run produces is staged under ``<data>/_runs/prerank_refresh/<partit
 - ``score`` starts the embedded tritonserver for the duration of the Beam scoring job
   (Airflow tasks are separate processes, a server cannot outlive its task), or uses the
   configured Triton URLs, and writes the scores partition into the staging root.
+- ``guard`` checks the staged partition (coverage, volume, defaulted side features,
+  degenerate scores, drift, served vs in-process scores on a sample;
+  ``onepiece.pipeline.guard``) and refuses to let it be published when a check fails,
+  unless forced.
 - ``publish`` moves the contexts and scores partitions into place (each in one rename),
   so a failed run publishes nothing and a rerun replaces a partition in one step.
 - ``serving_table`` points ``<data>/serving/prerank_scores.json`` at the newest published
@@ -258,8 +262,14 @@ def published_partitions(data: str) -> list[str]:
 
 
 def previous_partition(data: str, partition: str) -> str | None:
-    """The newest published partition before ``partition`` (the previous run)."""
+    """The published partition a run is compared with (drift in the report, volume and
+    drift in the guard): the same hour a day earlier when it is published (traffic has a
+    daily cycle), else the newest published partition before ``partition``."""
     earlier = [p for p in published_partitions(data) if p < partition]
+    start = dt.datetime.strptime(partition, "dt=%Y-%m-%d/hour=%H")
+    day_before = partition_of(start - dt.timedelta(days=1))
+    if day_before in earlier:
+        return day_before
     return earlier[-1] if earlier else None
 
 
@@ -295,6 +305,74 @@ def report(config: RefreshConfig, start: dt.datetime, inputs: dict[str, Any]) ->
     return {"coverage": figures["coverage"], "drift": figures["drift"]}
 
 
+# --- guard ----------------------------------------------------------------------------
+
+REFUSED_ROOT = Path("_refused") / "prerank_refresh"
+
+
+def _requests_in(directory: Path) -> int:
+    import pyarrow.parquet as pq
+
+    ids = [pq.read_table(f, columns=["request_id"])["request_id"] for f in sorted(directory.glob("*.parquet"))]
+    return pc.count_distinct(pa.chunked_array([c for col in ids for c in col.chunks], pa.string())).as_py() if ids else 0
+
+
+def _sampled_gap(config: RefreshConfig, version: int, scores: pa.Table, contexts: pa.Table) -> float | None:
+    """Served vs in-process probabilities on a sample of requests, or None when the
+    served version's weights are not in the model repository (remote servers)."""
+    from onepiece.model import load_checkpoint
+    from onepiece.pipeline.guard import sample_gap, sample_requests
+    from onepiece.serving.export import exported_versions
+    from onepiece.serving.inprocess import probabilities_in_process
+
+    weights = exported_versions(Path(config.serving.model_repo) / config.serving.model_name).get(version)
+    sample = sample_requests(contexts, config.guard.sample_requests)
+    if weights is None or sample.num_rows == 0:
+        return None
+    return sample_gap(scores, sample, probabilities_in_process(load_checkpoint(weights), sample))
+
+
+def guard(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """Check the staged partition before it is published (``onepiece.pipeline.guard``).
+
+    Writes the verdict beside the rows and into the manifest; on a failed check (and no
+    ``force``) copies the report for the operator and raises :class:`GuardRefused`.
+    """
+    from onepiece.contract import CONTEXTS_SCHEMA
+    from onepiece.pipeline.guard import GuardRefused, Previous, evaluate, refusal_message, verdict, write_verdict
+    from onepiece.pipeline.report import REPORT_JSON
+
+    partition = partition_of(start)
+    root = staging_root(config, start)
+    staged = root / "scores" / partition
+    scores = storage.read_partition(staged, "scores")
+    contexts = storage.read_partition(root / "contexts" / partition, "contexts").select(CONTEXTS_SCHEMA.names)
+    figures = json.loads((staged / REPORT_JSON).read_text())
+    manifest_path = staged / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    version = int(manifest["model"]["version"])
+    last = previous_partition(config.data, partition)
+    previous = None
+    if last:
+        published = Path(config.data) / "scores" / last
+        last_model = json.loads((published / MANIFEST_NAME).read_text())["model"]
+        day_before = last == partition_of(as_utc(start) - dt.timedelta(days=1))
+        previous = Previous(last, _requests_in(published), int(last_model["version"]), day_before)
+    gap = _sampled_gap(config, version, scores, contexts)
+    checks = evaluate(config.guard, scores, contexts, figures, version, previous, gap)
+    document = verdict(config.guard, checks)
+    manifest["guard"] = json.dumps(document, sort_keys=True)
+    storage.write_json_atomic(manifest, manifest_path)
+    if not document["passed"] and not document["forced"]:
+        refused = Path(config.data) / REFUSED_ROOT / partition
+        with storage.staged_dir(refused) as out:
+            for path in sorted(staged.glob("_*")):
+                shutil.copyfile(path, out / path.name)
+            write_verdict(document, out)
+        raise GuardRefused(refusal_message(partition, checks, refused))
+    return {"passed": document["passed"], "forced": document["forced"], "failed": document["failed"]}
+
+
 # --- publish --------------------------------------------------------------------------
 
 
@@ -317,6 +395,7 @@ def publish(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
     if staged_contexts.is_dir():
         storage.publish_dir(staged_contexts, Path(config.data) / "contexts" / partition)
     storage.publish_dir(staged_scores, final)
+    shutil.rmtree(Path(config.data) / REFUSED_ROOT / partition, ignore_errors=True)  # a stale refusal
     _remove_staging(config, start)
     return {"partition": partition, "path": str(final), "rows": rows.num_rows, "run_id": manifest["run_id"]}
 

@@ -8,7 +8,8 @@ partition away from them.
 - distributions: mean and quantiles of the fused score and of every task probability;
 - coverage: candidates scored out of the candidates of the window, requests, distinct
   items and users, and the side-feature defaults the context job counted (unknown ids);
-- drift against the previous run (the newest published partition before this one):
+- drift against the previous run (``refresh.previous_partition``: the same hour a day
+  earlier when published, else the newest published partition before this one):
   population stability index of the fused score over the previous run's deciles, the
   Kolmogorov-Smirnov distance, the shift of the mean, and the share of this run's items
   the previous run also scored.

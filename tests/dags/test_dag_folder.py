@@ -49,16 +49,19 @@ def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
         "ensure_model_served": ["assemble_contexts", "score"],
         "assemble_contexts": ["score"],
         "score": ["report"],
-        "report": ["publish"],
+        "report": ["guard"],
+        "guard": ["publish"],
         "publish": ["serving_table"],
         "serving_table": [],
     }
     assert "15 * * * *" in refresh["schedule"]  # configurable through the environment
+    assert refresh["retries"].pop("guard") == 0  # a refusal is a verdict, not a transient failure
     assert set(refresh["retries"].values()) == {3}
     assert refresh["inlets"] == {
         "check_inputs": ["onepiece_feature_registry"], "ensure_model_served": ["onepiece_model_pin"]
     }
     assert {"window_minutes", "model_version", "data", "model_repo", "triton_urls"} <= set(refresh["params"])
+    assert {"force_publish", "guard_min_coverage", "guard_max_ks", "guard_sample_requests"} <= set(refresh["params"])
 
     registry = found["dags"]["feature_registry"]
     assert registry["tasks"] == {

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from airflow_services import airflow_services
-from dag_helpers import BROKEN_EXECUTE, EXPORT, dags_test, tail
+from dag_helpers import BROKEN_EXECUTE, EXPORT, dags_test, last_run_task_states, tail
 
 from onepiece import storage
 from onepiece.contract import SCORES_SCHEMA, conform, validate_manifest
@@ -211,3 +211,23 @@ def test_the_outcomes_audit_measures_a_refresh_once_its_outcomes_are_logged(back
     result = dags_test(env, "outcomes_audit", f"{DATES[0]}T13:00:00+00:00")
     assert result.returncode != 0
     assert f"scores/dt={DATES[0]}/hour=01 was never published" in result.stdout + result.stderr
+
+
+def test_a_guard_refusal_fails_the_run_before_publish_and_keeps_the_served_partition(backfill, env):
+    """A threshold no run can meet (Param), so the guard refuses a healthy rerun."""
+    data = backfill.data
+    final = data / "scores" / _partition(DATES[1])
+    before = _files(final)
+    pointer = (data / "serving" / "prerank_scores.json").read_bytes()
+
+    result = dags_test(env, "prerank_refresh", DATES[1], {"guard_min_score_std": 1.0})
+
+    assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert "publish guard refused scores partition" in log and "score_std" in log
+    states = last_run_task_states(Path(env["AIRFLOW_HOME"]), "prerank_refresh")
+    assert states["guard"] == "failed" and states["publish"] == "upstream_failed", states
+    assert _files(final) == before
+    assert (data / "serving" / "prerank_scores.json").read_bytes() == pointer
+    verdict = json.loads((data / "_refused" / "prerank_refresh" / _partition(DATES[1]) / "_guard.json").read_text())
+    assert verdict["failed"] == ["score_std"] and verdict["thresholds"]["min_score_std"] == 1.0

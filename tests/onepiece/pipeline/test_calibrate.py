@@ -14,6 +14,7 @@ from onepiece import storage
 from onepiece.contract.schemas import CONTEXTS_SCHEMA, TASKS
 from onepiece.model import calibration, load_checkpoint
 from onepiece.pipeline import publish_model
+from onepiece.serving.inprocess import probabilities_in_process
 from onepiece.pipeline.config import PublishConfig
 
 pytestmark = pytest.mark.slow
@@ -79,8 +80,8 @@ def test_the_fit_on_serving_shaped_traffic_calibrates_every_fitted_head_without_
     contexts_dir = publish_model.work_dir(publish, "test-run") / "calibration" / "contexts"
     contexts = pa.concat_tables([storage.read_partition(d, "contexts").select(CONTEXTS_SCHEMA.names)
                                  for d in sorted(contexts_dir.iterdir())])
-    raw = publish_model._scores_in_process(load_checkpoint(checkpoint), contexts)
-    got = publish_model._scores_in_process(calibrated, contexts)
+    raw = probabilities_in_process(load_checkpoint(checkpoint), contexts)
+    got = probabilities_in_process(calibrated, contexts)
     for task in TASKS:
         want = calibration.calibrated(calibration.logits_of(raw[f"p_{task}"]), calibrated.config.calibration.get(task))
         np.testing.assert_allclose(got[f"p_{task}"], want, rtol=2e-4, atol=1e-7)
