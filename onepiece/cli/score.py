@@ -36,7 +36,6 @@ def score(
     a: Annotated[float, typer.Option("--a", help="Fusion: exponent of p_ctr.")] = 1.0,
     b: Annotated[float, typer.Option("--b", help="Fusion: exponent of p_ctcvr.")] = 1.0,
     beta: Annotated[float, typer.Option(help="Fusion: weight of the price (GMV) term.")] = 0.0,
-    gamma: Annotated[float, typer.Option(help="Fusion: weight of the ecpm term.")] = 0.0,
     runner: Annotated[str, typer.Option(help="Beam runner, named explicitly.")] = "FnApiRunner",
     workers: Annotated[int, typer.Option(help="Worker processes of a local runner.")] = 2,
     beam_arg: Annotated[list[str] | None, typer.Option("--beam-arg", help="Extra pipeline option (repeatable).")] = None,
@@ -58,7 +57,7 @@ def score(
         data=data_root(data), start=parse_utc_time(start, "--start"), end=parse_utc_time(end, "--end"),
         urls=tuple(url or ()), contexts_dir=contexts, model_version=model_version,
         expected_config_json=expected, feature_service=feature_service,
-        fusion=FusionConfig(alpha=alpha, a=a, b=b, beta=beta, gamma=gamma), protocol=protocol,  # type: ignore[arg-type]
+        fusion=FusionConfig(alpha=alpha, a=a, b=b, beta=beta), protocol=protocol,  # type: ignore[arg-type]
         max_failed_requests=max_failed_requests, runner=runner, workers=workers,
         beam_args=tuple(beam_arg or ()),
     )

@@ -51,3 +51,26 @@ def write_pin(data: str, model_name: str, version: int, **details: Any) -> dict[
     }
     write_json_atomic(pin, path)
     return pin
+
+
+def pin_version(data: str, model_repo: str | Path, model_name: str, version: int | None, rollback: bool) -> dict[str, Any]:
+    """Pin an exported ``version`` by hand, or with ``rollback`` the pin's previous version.
+
+    The version must be exported in ``model_repo`` (the served weights); the pin records
+    the version it replaces, so a rollback can itself be rolled back.
+    """
+    from onepiece.serving.export import check_exported
+
+    current = read_pin(data, model_name)
+    if rollback:
+        if version is not None:
+            raise UserError("give a version or --rollback, not both")
+        if not current or current.get("previous_version") is None:
+            raise UserError(f"nothing to roll back to: {pin_path(data)} records no previous version")
+        version = int(current["previous_version"])
+    if version is None:
+        raise UserError("give the version to pin, or --rollback")
+    exported = check_exported(model_repo, model_name)
+    if version not in exported:
+        raise UserError(f"model {model_name} version {version} is not exported in {model_repo} (exported: {exported})")
+    return write_pin(data, model_name, version, pinned_by="rollback" if rollback else "hand")

@@ -107,6 +107,12 @@ def quality_figures(
     return figures
 
 
+def log_scale(values: np.ndarray, bins: np.ndarray) -> bool:
+    """Whether a histogram needs a log axis: most of the mass sits in its lowest bin (the
+    order probabilities, near 0), so a linear axis shows one bar and nothing else."""
+    return values.size > 0 and np.histogram(values, bins)[0][0] > 0.5 * values.size
+
+
 def plot(scores: pa.Table, previous: pa.Table | None, title: str, out: Path) -> None:
     """Histograms of the fused score and the task probabilities, this run vs previous."""
     import matplotlib
@@ -124,6 +130,9 @@ def plot(scores: pa.Table, previous: pa.Table | None, title: str, out: Path) -> 
         if previous is not None:
             ax.hist(both[1], bins, density=True, alpha=0.45, label="previous run")
         ax.hist(now, bins, density=True, alpha=0.6, label="this run")
+        if log_scale(now, bins):
+            ax.set_yscale("log")
+            name += " (log density)"
         ax.set_title(name)
     axes[0].legend()
     fig.suptitle(title)

@@ -21,13 +21,23 @@ from onepiece.pipeline.refresh import MANIFEST_NAME, SERVING_POINTER
 from onepiece.pipeline.report import REPORT_HTML, REPORT_JSON, REPORT_PNG
 
 
+def _guard_line(manifest: dict) -> str:
+    if not manifest.get("guard"):
+        return "not run"
+    verdict = json.loads(manifest["guard"])
+    if verdict["passed"]:
+        return "passed"
+    return f"FORCED past failed checks: {', '.join(verdict['failed'])}"
+
+
 def print_summary(data: str, partition: str, console: Console | None = None) -> None:
     console = console or Console()
     root = Path(data).absolute()
     final = root / "scores" / partition
     manifest = json.loads((final / MANIFEST_NAME).read_text())
     report = json.loads((final / REPORT_JSON).read_text())
-    where = Table(title=f"prerank_refresh {partition}: outputs", show_header=False)
+    # Paths are printed whole, one per line, never cut to the terminal's width.
+    console.print(f"[bold]prerank_refresh {partition}: outputs[/bold]")
     for name, path in (
         ("scores", final),
         ("manifest", final / MANIFEST_NAME),
@@ -37,8 +47,7 @@ def print_summary(data: str, partition: str, console: Console | None = None) -> 
         ("model pin", pin_path(str(root))),
         ("contexts", root / "contexts" / partition),
     ):
-        where.add_row(name, str(path))
-    console.print(where)
+        console.print(f"  {name + ':':<23}{path}", soft_wrap=True, highlight=False)
 
     coverage, drift, dist = report["coverage"], report["drift"] or {}, report["distributions"]
     figures = Table(title="run summary", show_header=False)
@@ -55,6 +64,7 @@ def print_summary(data: str, partition: str, console: Console | None = None) -> 
         ("previous run", report["run"]["previous_partition"] or "none"),
         ("drift: score PSI / KS", f"{drift.get('score_psi')} / {drift.get('score_ks')}"),
         ("scoring wall time (s)", manifest["wall_time_s"]),
+        ("publish guard", _guard_line(manifest)),
     ]
     for name, value in rows:
         figures.add_row(name, str(value))

@@ -9,8 +9,9 @@ The deployed pre-ranker's fusion (onepiece-model.md section 8)::
 p_ctr is the click head. p_ctcvr is click-then-order: the order head when it predicts the
 joint event (our training labels mark ordered candidates, so it does) or
 p_click * p_order when it predicts order given click. ecpm is the advertising value of an
-item; the data contract carries none, so it is zero (organic items). The coefficients are
-business settings with safe defaults; every run records them in its manifest.
+item; the data contract carries none, so the advertising term is not implemented (all
+items are organic) rather than offered as a setting that cannot act. The coefficients
+are business settings with safe defaults; every run records them in its manifest.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ class FusionConfig:
     a: float = 1.0  # exponent of p_ctr
     b: float = 1.0  # exponent of p_ctcvr
     beta: float = 0.0  # weight of the GMV term (price)
-    gamma: float = 0.0  # weight of the advertising term (ecpm)
     order_head_is_joint: bool = True  # the order head predicts click-and-order directly
 
     def to_json(self) -> str:
@@ -42,15 +42,12 @@ def fuse(
     p_order: np.ndarray,
     price: np.ndarray,
     config: FusionConfig,
-    ecpm: np.ndarray | None = None,
 ) -> np.ndarray:
     """The fused score per candidate (float32), vectorised over all candidates."""
     p_ctr = p_click.astype(np.float64)
     p_ctcvr = p_order.astype(np.float64) * (1.0 if config.order_head_is_joint else p_ctr)
     core = np.power(p_ctr, config.a) * np.power(p_ctcvr, config.b)
     score = config.alpha * core + config.beta * core * price.astype(np.float64)
-    if ecpm is not None and config.gamma:
-        score = score + config.gamma * p_ctr * ecpm.astype(np.float64)
     return score.astype(np.float32)
 
 

@@ -182,3 +182,15 @@ def test_a_window_with_most_requests_missing_is_refused_and_force_publishes_it(s
     served = json.loads((data / refresh.SERVING_POINTER).read_text())
     assert served["partition"] == refresh.partition_of(DAMAGED)
     assert not (data / refresh.REFUSED_ROOT / refresh.partition_of(DAMAGED)).exists()
+
+
+def test_the_run_summary_prints_paths_whole_and_the_guards_verdict(site):
+    from rich.console import Console
+
+    from onepiece.pipeline.summary import print_summary
+
+    console = Console(width=60, record=True)
+    print_summary(site.data, refresh.partition_of(HEALTHY[1]), console)
+    text = console.export_text()
+    assert str(Path(site.data).absolute() / "scores" / refresh.partition_of(HEALTHY[1])) in text.splitlines()[1]
+    assert "publish guard" in text and "passed" in text

@@ -204,3 +204,40 @@ def test_the_registry_update_runs_only_when_the_definitions_changed(tiny_world, 
         handle.write("# an edit\n")
     apply(config.repo())
     assert not registry.definitions_changed(config)
+
+
+def test_histograms_use_a_log_axis_only_where_the_mass_sits_in_the_lowest_bin():
+    import numpy as np
+
+    from onepiece.pipeline.report import log_scale
+
+    bins = np.linspace(0, 1, 41)
+    near_zero = np.r_[np.full(900, 0.001), np.linspace(0.1, 0.9, 100)]
+    assert log_scale(near_zero, bins)
+    assert not log_scale(np.linspace(0, 1, 1000), bins)
+
+
+def test_the_pin_command_rolls_out_an_exported_version_and_rolls_back(tmp_path):
+    from typer.testing import CliRunner
+
+    from onepiece.cli import app
+    from onepiece.serving.export import WEIGHTS_FILE
+
+    repo = tmp_path / "model_repo"
+    for version in (1, 2):
+        (repo / "onepiece_ranker" / str(version)).mkdir(parents=True)
+        (repo / "onepiece_ranker" / str(version) / WEIGHTS_FILE).write_bytes(b"weights")
+    data = tmp_path / "data"
+    args = ["pin", "--data", str(data), "--model-repo", str(repo)]
+    runner = CliRunner()
+
+    assert "nothing pinned" in runner.invoke(app, args).output
+    for version in ("1", "2"):
+        assert runner.invoke(app, [*args, "--version", version]).exit_code == 0
+    shown = runner.invoke(app, args).output
+    assert '"version": 2' in shown and '"previous_version": 1' in shown
+    result = runner.invoke(app, [*args, "--rollback"])
+    assert result.exit_code == 0 and "pinned onepiece_ranker v1 (was v2)" in result.output
+    refused = runner.invoke(app, [*args, "--version", "3"])
+    assert refused.exit_code != 0 and "version 3 is not exported" in refused.output
+    assert "Traceback" not in refused.output
