@@ -2,9 +2,13 @@
 
 A refresh has one scoring time T for all its requests, so one million candidate rows
 name only as many items as the catalogue has: the ids are deduplicated first (one row
-per unique (id, as_of)), each entity kind is fetched with one
-``get_historical_features`` call on the DuckDB offline store, and the result comes
-back as Arrow tables keyed by (id, as_of) for the context builder to join.
+per unique (id, as_of)), handed to Feast's ``get_historical_features``, and the result
+comes back as Arrow tables keyed by (id, as_of) for the context builder to join.
+
+Two ways of asking Feast give the same answer (``Retrieval``): PLAIN, one call per
+entity kind with the answer sorted back into key order (any offline store), and
+STACKED (the default on the DuckDB store), where kinds with few keys share one call and
+a row number brings the answer back without a sort (``onepiece.features.entity_frame``).
 
 Semantics (data contract, "point-in-time correctness"):
 
@@ -20,19 +24,25 @@ Semantics (data contract, "point-in-time correctness"):
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from onepiece.contract.schemas import TIMESTAMP
 from onepiece.errors import UserError
+from onepiece.features.entity_frame import (
+    ONE_MICROSECOND,
+    STACKING_STORES,
+    FrameConfig,
+    fetch_stacked,
+)
 from onepiece.features.repo import FeatureRepoConfig, open_store
 from onepiece.features.service import ENTITY_KINDS, EntityKind, ServedView, resolve_service
-
-ONE_MICROSECOND = pa.scalar(dt.timedelta(microseconds=1), pa.duration("us"))
 IdArray: TypeAlias = pa.Array | pa.ChunkedArray | Sequence[int]
 Times: TypeAlias = dt.datetime | pa.Array | pa.ChunkedArray
 
@@ -83,19 +93,18 @@ class EntityRequest:
         times = getattr(self, f"{prefix}_as_of")
         if len(ids) and times is None:
             raise UserError(f"entity request: {prefix}_as_of is missing for {len(ids)} {kind.name}")
-        if isinstance(times, dt.datetime):
-            unique = pc.unique(ids)
+        if isinstance(times, dt.datetime):  # one T: the sorted distinct ids are the keys
+            unique = pa.array(np.sort(pc.unique(ids).to_numpy()))
             as_of = pa.repeat(pa.scalar(_utc(times), TIMESTAMP), len(unique))
-            keys = pa.table({kind.id_column: unique, "as_of": as_of})
-        else:
-            as_of = _as_times(times if times is not None else pa.array([], TIMESTAMP), kind)
-            if len(as_of) != len(ids):
-                raise UserError(
-                    f"entity request: {prefix}_as_of has {len(as_of)} times "
-                    f"for {len(ids)} {prefix}_ids"
-                )
-            keys = pa.table({kind.id_column: ids, "as_of": as_of})
-            keys = keys.group_by([kind.id_column, "as_of"]).aggregate([])
+            return pa.table({kind.id_column: unique, "as_of": as_of})
+        as_of = _as_times(times if times is not None else pa.array([], TIMESTAMP), kind)
+        if len(as_of) != len(ids):
+            raise UserError(
+                f"entity request: {prefix}_as_of has {len(as_of)} times "
+                f"for {len(ids)} {prefix}_ids"
+            )
+        keys = pa.table({kind.id_column: ids, "as_of": as_of})
+        keys = keys.group_by([kind.id_column, "as_of"]).aggregate([])
         return keys.sort_by([(kind.id_column, "ascending"), ("as_of", "ascending")])
 
 
@@ -155,21 +164,42 @@ def output_schema(kind: EntityKind) -> pa.Schema:
     )
 
 
+class Retrieval(enum.Enum):
+    """How Feast is asked (the answer is the same): see the module docstring."""
+
+    PLAIN = "plain"
+    STACKED = "stacked"
+
+
 def side_features(
-    repo: FeatureRepoConfig, request: EntityRequest, *, store=None
+    repo: FeatureRepoConfig,
+    request: EntityRequest,
+    *,
+    store=None,
+    retrieval: Retrieval = Retrieval.STACKED,
+    frame: FrameConfig = FrameConfig(),
 ) -> SideFeatures:
     """Point-in-time side features of ``request`` from the feature service of ``repo``.
 
-    ``store`` may be passed to reuse an open Feast FeatureStore across calls.
+    ``store`` may be passed to reuse an open Feast FeatureStore across calls. STACKED
+    falls back to PLAIN on offline stores other than DuckDB.
     """
     store = store if store is not None else open_store(repo)
     served = resolve_service(store, repo.feature_service)
+    keys = {name: request.unique_keys(kind) for name, kind in ENTITY_KINDS.items()}
+    stacked = (
+        retrieval is Retrieval.STACKED and store.config.offline_store.type in STACKING_STORES
+    )
+    found = fetch_stacked(store, keys, served, frame) if stacked else None
     tables: dict[str, pa.Table] = {}
     unknown: dict[str, int] = {}
     unserved: list[str] = []
     for name, kind in ENTITY_KINDS.items():
         view = served.get(name)
-        tables[name], unknown[name] = _fetch(store, request.unique_keys(kind), kind, view)
+        if found is None:
+            tables[name], unknown[name] = _fetch(store, keys[name], kind, view)
+        else:
+            tables[name], unknown[name] = _with_defaults(keys[name], found.get(name), kind, view)
         names = set(view.features) if view else set()
         unserved += [f"{name}.{spec.name}" for spec in kind.features if spec.name not in names]
     return SideFeatures(
@@ -185,7 +215,7 @@ def side_features(
 def _fetch(
     store, keys: pa.Table, kind: EntityKind, view: ServedView | None
 ) -> tuple[pa.Table, int]:
-    """One point-in-time Feast query for the unique keys of one kind; defaults filled."""
+    """PLAIN: one point-in-time Feast query for the unique keys of one kind; defaults filled."""
     found: pa.Table | None = None
     if keys.num_rows and view is not None and view.features:
         entity_df = pa.table(

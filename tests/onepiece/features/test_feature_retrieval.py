@@ -155,3 +155,76 @@ def test_empty_request_gives_empty_typed_tables(applied_repo):
         table = getattr(got, name)
         assert table.num_rows == 0 and table.schema == output_schema(kind)
     assert got.unknown == {"items": 0, "users": 0, "queries": 0}
+
+
+TTL = {"items": ITEM_TTL, "users": dt.timedelta(days=365), "queries": dt.timedelta(days=2)}
+
+
+def random_world(tmp_path, rng) -> tuple:
+    """Items, users and queries with 1-6 snapshots each over 6 days (ids 1..20)."""
+    start = T - 6 * DAY
+    rows: dict[str, list[dict]] = {}
+    for name in ("items", "users", "queries"):
+        rows[name] = []
+        for entity_id in range(1, 21):
+            minutes = np.sort(rng.choice(6 * 24 * 60, size=rng.integers(1, 7), replace=False))
+            rows[name] += [
+                snapshot_row(name, entity_id, start + dt.timedelta(minutes=int(m)), int(v))
+                for m, v in zip(minutes, rng.integers(0, 1000, size=minutes.size))
+            ]
+    repo = make_repo(tmp_path, rows)
+    from onepiece.features.registry import apply
+
+    apply(repo)
+    return repo, rows, start
+
+
+def test_every_way_of_asking_feast_gives_the_plain_answer(tmp_path):
+    """STACKED (all kinds in one call, small kinds together, one call per kind) equals
+    PLAIN and the plain point-in-time reference, for one T and for per-row times."""
+    from onepiece.features.entity_frame import FrameConfig
+    from onepiece.features.retrieval import Retrieval
+
+    rng = np.random.default_rng(11)
+    repo, rows, start = random_world(tmp_path, rng)
+    stamps = [r["event_timestamp"] for table in rows.values() for r in table]
+    # As-of times at random and exactly at snapshot times (those rows must stay hidden).
+    times = [start + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 7 * 24 * 60, 60)]
+    times += [stamps[int(k)] for k in rng.integers(0, len(stamps), 40)]
+    as_of = pa.array(times, pa.timestamp("us", tz="UTC"))
+    # 100 item rows, 40 user and query rows; ids 21..24 are unknown.
+    ids = {name: pa.array(rng.integers(1, 25, size=100 if name == "items" else 40))
+           for name in rows}
+    requests = {
+        "one T": EntityRequest.at(stamps[3], item_ids=ids["items"], user_ids=ids["users"],
+                                  query_ids=ids["queries"]),
+        "per-row times": EntityRequest(
+            item_ids=ids["items"], item_as_of=as_of, user_ids=ids["users"],
+            user_as_of=as_of[:40], query_ids=ids["queries"], query_as_of=as_of[40:80]),
+    }
+    ways = {
+        "all in one call": FrameConfig(shared_call_max_keys=10_000),
+        "users and queries together": FrameConfig(shared_call_max_keys=60),
+        "one call per kind": FrameConfig(shared_call_max_keys=0),
+    }
+    split = EntityRequest.unique_keys  # per-row: items alone, users and queries together
+    assert len(split(requests["per-row times"], ENTITY_KINDS["items"])) > 60
+    assert len(split(requests["per-row times"], ENTITY_KINDS["users"])) <= 40
+    for label, request in requests.items():
+        plain = side_features(repo, request, retrieval=Retrieval.PLAIN)
+        for way, frame in ways.items():
+            got = side_features(repo, request, frame=frame)
+            for name in rows:
+                assert getattr(got, name).equals(getattr(plain, name)), (label, way, name)
+            assert got.unknown == plain.unknown and got.unserved == plain.unserved, (label, way)
+        for name, kind in ENTITY_KINDS.items():
+            unknown = 0
+            for row in getattr(plain, name).to_pylist():
+                want = reference(rows[name], kind.id_column, row[kind.id_column], row["as_of"],
+                                 TTL[name])
+                unknown += want is None
+                for spec in kind.features:
+                    value = want[spec.name] if want else spec.default
+                    assert row[spec.name] == pytest.approx(value), (label, name, row)
+            assert plain.unknown[name] == unknown, (label, name)
+        assert plain.unknown["items"] > 0, label
