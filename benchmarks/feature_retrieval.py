@@ -7,8 +7,9 @@ there, and times, in this run:
 - ours: ``onepiece.features.side_features`` (dedupe, then Feast on DuckDB) for every
   candidate row's item, user and query, asked the STACKED way (small kinds share one
   call, the answer is put back in key order by a row number);
-- plain: the same function asked the PLAIN way (one call per kind, answer sorted), the
-  way it was asked before issue 22; its output must equal ours;
+- plain: the same function asked the PLAIN way (one call per kind, answer sorted); its
+  output must equal ours; before: PLAIN with Feast coercing the entity times again
+  (``coerce_tz_aware`` on, as the repository had it), i.e. the path before issue 22;
 - duckdb: one hand-written DuckDB query doing the same point-in-time join (dedupe,
   ASOF join strictly before T, ttl, defaults): the floor we measure ourselves against;
   its output is checked to be identical to ours;
@@ -20,14 +21,15 @@ there, and times, in this run:
 Besides the refresh (one T for every row) it measures training-style rows, where each
 request has its own as-of time and deduplication saves less.
 
-ours, plain and duckdb run interleaved, ``--repeats`` rounds in this one process (the
-machine is shared): the ratios compare the best wall seconds of each, and, as a figure
-that other load moves less, the best CPU seconds of this process (DuckDB's threads
-included).
+ours, plain, before and duckdb run interleaved, ``--repeats`` rounds in this one process
+(the machine is shared): the ratios compare the best wall seconds of each, and, as a
+figure that other load moves less, the best CPU seconds of this process (DuckDB's
+threads included).
 
 Prints figures and, as the LAST stdout line, one JSON object with rows,
 ours_rows_per_s, feast_file_rows_per_s, speedup_vs_feast_file, duckdb_rows_per_s,
-ours_over_duckdb (wall), ours_over_duckdb_cpu, ours_over_plain and per-size figures.
+ours_over_duckdb (wall), ours_over_duckdb_cpu, ours_over_plain, ours_over_before,
+before_over_duckdb and per-size figures.
 
     .venv/bin/python benchmarks/feature_retrieval.py [--rows 100000,1000000] [--file-rows 100000]
 """
@@ -158,6 +160,15 @@ def ours(repo: FeatureRepoConfig, store, cands: pa.Table, retrieval=Retrieval.ST
     return time.perf_counter() - start, result
 
 
+def before_issue22(repo: FeatureRepoConfig, store, cands: pa.Table):
+    """PLAIN with Feast coercing entity times (copy and convert), as before issue 22."""
+    store.config.coerce_tz_aware = True
+    try:
+        return ours(repo, store, cands, Retrieval.PLAIN)
+    finally:
+        store.config.coerce_tz_aware = False
+
+
 def duckdb_direct(root: Path, cands: pa.Table) -> tuple[float, dict[str, pa.Table]]:
     """The same point-in-time join written directly in DuckDB SQL."""
     import duckdb
@@ -248,6 +259,7 @@ def measure(repo, store, data: Path, cands: pa.Table, repeats: int) -> dict:
     runs = interleaved(repeats, {
         "ours": lambda: ours(repo, store, cands),
         "plain": lambda: ours(repo, store, cands, Retrieval.PLAIN),
+        "before": lambda: before_issue22(repo, store, cands),
         "duckdb": lambda: duckdb_direct(data, cands),
     })
     (ours_s, ours_cpu, result), (plain_s, plain_cpu, plain) = runs["ours"], runs["plain"]
@@ -265,8 +277,10 @@ def measure(repo, store, data: Path, cands: pa.Table, repeats: int) -> dict:
         "ours_over_duckdb": round(duck_s / ours_s, 3),
         "plain_over_duckdb": round(duck_s / plain_s, 3),
         "ours_over_plain": round(plain_s / ours_s, 3),
+        "ours_over_before": round(runs["before"][0] / ours_s, 3),
+        "before_over_duckdb": round(duck_s / runs["before"][0], 3),
         "cpu_s": {"ours": round(ours_cpu, 3), "plain": round(plain_cpu, 3),
-                  "duckdb": round(duck_cpu, 3)},
+                  "before": round(runs["before"][1], 3), "duckdb": round(duck_cpu, 3)},
         "ours_over_duckdb_cpu": round(duck_cpu / ours_cpu, 3),
         "unique_items": result.items.num_rows,
         "unknown": result.unknown,
@@ -327,6 +341,8 @@ def main() -> None:
             "ours_over_duckdb": top["ours_over_duckdb"],
             "ours_over_duckdb_cpu": top["ours_over_duckdb_cpu"],
             "ours_over_plain": top["ours_over_plain"],
+            "ours_over_before": top["ours_over_before"],
+            "before_over_duckdb": top["before_over_duckdb"],
             "repeats": args.repeats,
             "feast_file_rows": args.file_rows,
             "feast_file_rows_per_s": round(file_rate, 1),
