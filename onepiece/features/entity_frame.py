@@ -126,7 +126,7 @@ class StackedFrame:
                 pc.equal(found[id_column].take(positions), keys[id_column]),
                 pc.equal(as_of.take(positions), keys["as_of"]),
             )
-            if not pc.all(same).as_py():
+            if not pc.all(pc.fill_null(same, False)).as_py():  # a null key is not a match
                 raise RuntimeError(f"Feast returned other keys than requested for {name}")
             parts[name] = found.select(list(served[name].features)).take(positions)
         return parts
@@ -134,7 +134,7 @@ class StackedFrame:
 
 def _row_order(rows: pa.ChunkedArray | pa.Array, total: int) -> np.ndarray:
     """Positions in Feast's answer of frame rows 0..total-1 (every row exactly once)."""
-    numbers = np.asarray(rows.to_numpy() if isinstance(rows, pa.Array) else rows.to_numpy())
+    numbers = np.asarray(rows.to_numpy())
     if len(numbers) != total or (total and (numbers.min() < 0 or numbers.max() >= total)):
         raise RuntimeError(f"Feast returned {len(numbers)} rows for {total} entity rows")
     order = np.full(total, -1, np.int64)

@@ -82,3 +82,6 @@ def test_a_lost_duplicated_or_altered_row_is_refused():
     shifted = moved.set_column(2, "event_timestamp", pa.array([T] * 3, TIMESTAMP))
     with pytest.raises(RuntimeError, match="other keys"):
         frame.split(shifted, SERVED)
+    nulled = moved.set_column(0, "user_id", pa.array([None, None, None], pa.int64()))
+    with pytest.raises(RuntimeError, match="other keys"):
+        frame.split(nulled, SERVED)
