@@ -11,9 +11,9 @@ task call it. For each file:
    (read from the footer only);
 3. the columns the contract has rules for (``TableSpec.rule_columns``) are read and
    checked by ``onepiece.contract.conform``: non-null ids, value ranges, timestamps
-   inside the file's ``dt=`` partition, and the unique key within the file;
+   inside the file's ``dt=`` partition;
 
-then the unique key is checked across all files of the table that the run reads.
+then the unique key is checked over the files of each partition together.
 Everything is vectorised (pyarrow compute); only the files of the run are read.
 """
 
@@ -80,23 +80,27 @@ def check_run_inputs(
 
 def check_table(root: str, table: str, days: list[dt.date] | None = None) -> TableFiles:
     """Check every file of ``table`` (the ``days`` partitions of a day-partitioned
-    table; None: all of them), and its unique key across those files."""
+    table; None: all of them), and its unique key across the files of each partition
+    (a request lies in one day, so a key repeated across days is the Beam job's
+    request-consistency check, not this one)."""
     spec = TABLES[table]
     if spec.partitioned_by_day:
         days = storage.list_days(root, table) if days is None else days
-        located = [(f, day) for day in days for f in storage.table_files(root, table, [day])]
+        partitions = [(storage.table_files(root, table, [day]), day) for day in days]
     else:
-        located = [(f, None) for f in storage.table_files(root, table)]
-    keys: list[pa.Table] = []
+        partitions = [(storage.table_files(root, table), None)]
     rows = 0
-    for path, day in located:
-        checked = _check_file(path, table, day)
-        rows += checked.num_rows
+    for files, day in partitions:
+        keys = []
+        for path in files:
+            checked = _check_file(path, table, day)
+            rows += checked.num_rows
+            if spec.unique is not None:
+                keys.append(checked.select(list(spec.unique.columns)))
         if spec.unique is not None:
-            keys.append(checked.select(list(spec.unique.columns)))
-    if spec.unique is not None and len(keys) > 1:
-        _check_unique_across(keys, [f for f, _ in located], table)
-    return TableFiles(table, tuple(f for f, _ in located), rows, tuple(days or ()))
+            _check_unique(keys, files, table)
+    files = tuple(f for part, _ in partitions for f in part)
+    return TableFiles(table, files, rows, tuple(days or ()))
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -121,11 +125,12 @@ def _check_file(path: str, table: str, day: dt.date | None) -> pa.Table:
     except (pa.ArrowException, OSError) as err:
         # A truncated or non-Parquet file, or a damaged page: one line naming the file.
         raise ContractError(table, path, f"unreadable Parquet file: {err}") from None
-    return conform(raw, table, path, day, columns=spec.rule_columns())
+    return conform(raw, table, path, day, columns=spec.rule_columns(), unique=False)
 
 
-def _check_unique_across(keys: list[pa.Table], files: list[str], table: str) -> None:
-    """The unique key over all files: name the file and row that repeat an earlier key."""
+def _check_unique(keys: list[pa.Table], files: list[str], table: str) -> None:
+    """The unique key over the files of one partition (one hash aggregation): name the
+    file and the row that repeat an earlier key."""
     unique = TABLES[table].unique
     assert unique is not None
     combined = pa.concat_tables(keys)

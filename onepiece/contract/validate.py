@@ -87,13 +87,15 @@ def conform(
     source: str,
     partition_day: dt.date | None = None,
     columns: list[str] | None = None,
+    unique: bool = True,
 ) -> pa.Table:
     """Cast ``table`` to the contract schema of ``name`` and check its rules.
 
     ``partition_day`` is the ``dt=`` day a partitioned file came from; timestamps of
     events and candidates must lie inside it. ``columns`` conforms only those columns of
     the contract (a reader that needs fewer, such as the input check); the rules on the
-    other columns are then not checked.
+    other columns are then not checked. ``unique=False`` leaves the unique key to a
+    caller that checks it over several files at once.
     """
     spec = TABLES[name]
     optional = OPTIONAL_COLUMNS.get(name, frozenset())
@@ -126,11 +128,13 @@ def conform(
             raise ContractError(name, source, "null value in a required column", field.name, row)
         arrays.append(column)
     conformed = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=spec.schema.metadata))
-    check_values(conformed, name, source, partition_day)
+    check_values(conformed, name, source, partition_day, unique)
     return conformed
 
 
-def check_values(table: pa.Table, name: str, source: str, day: dt.date | None = None) -> None:
+def check_values(
+    table: pa.Table, name: str, source: str, day: dt.date | None = None, unique: bool = True
+) -> None:
     """Check the value rules ``TABLES[name]`` declares on a conformed table (rules on
     columns the table lacks are skipped); the first violation raises ContractError."""
     spec = TABLES[name]
@@ -138,7 +142,7 @@ def check_values(table: pa.Table, name: str, source: str, day: dt.date | None = 
     for rule in spec.ranges:
         if rule.column in present:
             _check_range(table, rule, name, source)
-    if spec.unique is not None and set(spec.unique.columns) <= present:
+    if unique and spec.unique is not None and set(spec.unique.columns) <= present:
         row = first_repeat(table, spec.unique.columns)
         if row is not None:
             raise duplicate_error(table, row, spec.unique, name, source)
