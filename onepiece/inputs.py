@@ -120,9 +120,7 @@ def _check_file(path: str, table: str, day: dt.date | None) -> pa.Table:
             conform(schema.empty_table(), table, path)  # columns and types, before reading
             columns = [c for c in spec.rule_columns() if c in schema.names]
             raw = parquet.read(columns=columns)
-    except ContractError:
-        raise
-    except (pa.ArrowException, OSError) as err:
+    except (pa.ArrowException, OSError) as err:  # a ContractError is neither
         # A truncated or non-Parquet file, or a damaged page: one line naming the file.
         raise ContractError(table, path, f"unreadable Parquet file: {err}") from None
     return conform(raw, table, path, day, columns=spec.rule_columns(), unique=False)

@@ -4,6 +4,10 @@
 extra columns, casting only where no information is lost) and then checks the rules;
 every failure raises :class:`ContractError`, whose message names the table, the source
 file, the column and, where it applies, the first bad row.
+
+The rules are not written here: every check is derived from the table's declaration in
+``schemas.TABLES`` (non-null fields, ``ranges``, ``unique``, ``partition_time``), and
+each is one vectorised pyarrow compute call over the whole column.
 """
 
 from __future__ import annotations
