@@ -84,6 +84,7 @@ def check_table(root: str, table: str, days: list[dt.date] | None = None) -> Tab
     (a request lies in one day, so a key repeated across days is the Beam job's
     request-consistency check, not this one)."""
     spec = TABLES[table]
+    partitions: list[tuple[list[str], dt.date | None]]
     if spec.partitioned_by_day:
         days = storage.list_days(root, table) if days is None else days
         partitions = [(storage.table_files(root, table, [day]), day) for day in days]
@@ -99,8 +100,8 @@ def check_table(root: str, table: str, days: list[dt.date] | None = None) -> Tab
                 keys.append(checked.select(list(spec.unique.columns)))
         if spec.unique is not None:
             _check_unique(keys, files, table)
-    files = tuple(f for part, _ in partitions for f in part)
-    return TableFiles(table, files, rows, tuple(days or ()))
+    every_file = tuple(f for files, _ in partitions for f in files)
+    return TableFiles(table, every_file, rows, tuple(days or ()))
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:

@@ -28,7 +28,8 @@ the one place they are written, and ``validate.conform`` derives every check fro
   cvr_7d, the scores' p_*); events' event_type one of EVENT_TYPES and position >= 0;
   the scores' score finite and rank >= 1;
 - unique keys (``unique``): one candidate row per (request_id, item_id) (also in
-  scores), one snapshot per (entity id, event_timestamp) in items, users and queries;
+  scores), one snapshot per (entity id, event_timestamp) in items, users and queries
+  (the input check applies a key to all files of a partition together);
 - the partition's time (``partition_time``): events' event_timestamp and candidates'
   request_timestamp lie inside the ``dt=`` day of the file that holds them.
 

@@ -150,15 +150,16 @@ def check_values(
         row = first_repeat(table, spec.unique.columns)
         if row is not None:
             raise duplicate_error(table, row, spec.unique, name, source)
-    if day is not None and spec.partition_time in present:
-        column = table[spec.partition_time]
+    time_column = spec.partition_time
+    if day is not None and time_column is not None and time_column in present:
         start = pa.scalar(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), TIMESTAMP)
         end = pa.scalar(
             dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC), TIMESTAMP
         )
-        outside = pc.or_(pc.less(column, start), pc.greater_equal(column, end))
-        _fail_where(table, outside, spec.partition_time, f"timestamp outside its partition dt={day}",
-                    name, source)
+        values = table[time_column]
+        outside = pc.or_(pc.less(values, start), pc.greater_equal(values, end))
+        problem = f"timestamp outside its partition dt={day}"
+        _fail_where(table, outside, time_column, problem, name, source)
 
 
 def _fail_where(table: pa.Table, mask: Any, column: str, problem: str, name: str, source: str) -> None:
