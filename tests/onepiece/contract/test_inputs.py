@@ -177,15 +177,23 @@ def test_only_the_runs_partitions_are_read(world: Path) -> None:
     check_contexts_inputs(str(world), *WINDOW)
 
 
-def test_the_contexts_command_names_the_file_without_a_traceback_and_writes_nothing(
-    world: Path, tmp_path: Path
+COMMANDS = {
+    "contexts": ["contexts", "--start", T.isoformat(), "--end", WINDOW[1].isoformat(), "--out", "runs/ctx"],
+    "trainset": ["trainset", "--from-day", str(LIVE_DAY), "--to-day", str(LIVE_DAY), "--out", "runs/train"],
+    # No model is exported: the input error comes first, before any server would start.
+    "score": ["score", "--start", T.isoformat(), "--end", WINDOW[1].isoformat(), "--model-repo", "runs/none"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_command_names_the_damaged_file_without_a_traceback_and_writes_nothing(
+    world: Path, tmp_path: Path, command: str
 ) -> None:
     path = part(world, "candidates", LIVE_DAY)
     path.write_text("not parquet\n")
-    out = tmp_path / "runs" / "ctx"
+    before = sorted(p.relative_to(world) for p in world.rglob("*"))
     result = subprocess.run(
-        [sys.executable, "-m", "onepiece", "contexts", "--data", str(world),
-         "--start", T.isoformat(), "--end", WINDOW[1].isoformat(), "--out", str(out)],
+        [sys.executable, "-m", "onepiece", *COMMANDS[command], "--data", str(world)],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "400"},
     )
@@ -193,3 +201,4 @@ def test_the_contexts_command_names_the_file_without_a_traceback_and_writes_noth
     assert "Traceback" not in result.stderr + result.stdout
     assert f"table 'candidates' ({path}): unreadable Parquet file" in result.stderr
     assert not (tmp_path / "runs").exists()  # no output, no staging directory
+    assert sorted(p.relative_to(world) for p in world.rglob("*")) == before  # nothing under --data
