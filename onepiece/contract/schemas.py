@@ -25,8 +25,8 @@ the one place they are written, and ``validate.conform`` derives every check fro
 - non-null: every field with ``nullable=False`` (ids, keys, timestamps);
 - ranges (``ranges``): prices, counts and statistics finite and >= 0 (items' price and
   sales_30d, queries' popularity_7d); rates finite and in [0, 1] (items' ctr_7d and
-  cvr_7d, the scores' p_*); events' event_type one of EVENT_TYPES and position >= 0;
-  the scores' score finite and rank >= 1;
+  cvr_7d); events' event_type one of EVENT_TYPES and position >= 0; the scores' rank
+  >= 1 (their probabilities are the publish guard's, ``onepiece.pipeline.guard``);
 - unique keys (``unique``): one candidate row per (request_id, item_id) (also in
   scores), one snapshot per (entity id, event_timestamp) in items, users and queries
   (the input check applies a key to all files of a partition together);
@@ -327,8 +327,9 @@ TABLES: Final[dict[str, TableSpec]] = {
         TableSpec("training", TRAINING_SCHEMA, False, ("request_id", "user_id", "query_id")),
         TableSpec(
             "scores", SCORES_SCHEMA, True, ("request_id", "user_id", "query_id", "item_id"),
-            ranges=tuple(rate(f"p_{task}") for task in TASKS)
-            + (ValueRange("score", finite=True), ValueRange("rank", low=1)),
+            # NaN or out-of-range scores are the publish guard's to refuse (or to force
+            # through), so they are not contract errors here (onepiece.pipeline.guard).
+            ranges=(ValueRange("rank", low=1),),
             unique=UniqueKey(("request_id", "item_id"), "candidate row"),
         ),
     )
