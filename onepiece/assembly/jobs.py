@@ -4,11 +4,13 @@
 of T = start. ``run_trainset`` builds training rows for the requests of days D1..D2 that
 have at least one click, each as of its own request time, with per-candidate labels.
 
-Both stage their output beside ``out`` and publish it in one step with the manifest
-(``_manifest.json``) inside; a contract violation anywhere fails the run by name and
-nothing is published. Outputs are byte-identical across reruns and worker counts: the
-shard count is fixed (``AssemblyConfig.shards``), each shard is one file written from one
-sorted table, and every list column has a defined order.
+Both check every input file against the contract first (``onepiece.inputs``: a damaged
+file stops the run by name before the pipeline starts), stage their output beside
+``out`` and publish it in one step with the manifest (``_manifest.json``) inside; a
+contract violation anywhere fails the run by name and nothing is published. Outputs are
+byte-identical across reruns and worker counts: the shard count is fixed
+(``AssemblyConfig.shards``), each shard is one file written from one sorted table, and
+every list column has a defined order.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from onepiece.assembly.contexts import SideSource
 from onepiece.beam_options import pipeline_options
 from onepiece.contract import CONTEXTS_SCHEMA, TRAINING_SCHEMA, ContractError, validate_manifest
 from onepiece.errors import UserError
+from onepiece.inputs import CheckedInputs, check_run_inputs
 
 MANIFEST_NAME = "_manifest.json"
 REJECTED_NAME = ".rejected.jsonl"
@@ -87,6 +90,27 @@ def event_days(root: str, first: dt.date, last: dt.date, optional_last: bool = F
     return days
 
 
+def check_contexts_inputs(
+    root: str, start: dt.datetime, end: dt.datetime, config: AssemblyConfig = AssemblyConfig()
+) -> CheckedInputs:
+    """Check every file a contexts run of [start, end) reads: the candidates of the
+    window's days, the events of the look-back before T = start, the side tables."""
+    start, end = _utc(start), _utc(end)
+    cand_days = _days(start.date(), (end - _MICRO).date())
+    ev_days = event_days(root, (start - config.lookback).date(), (start - _MICRO).date())
+    return check_run_inputs(root, cand_days, ev_days)
+
+
+def check_trainset_inputs(
+    root: str, from_day: dt.date, to_day: dt.date, config: AssemblyConfig = AssemblyConfig()
+) -> CheckedInputs:
+    """Check every file a trainset run of days from_day..to_day reads."""
+    first = from_day - dt.timedelta(days=config.lookback.days + 1)
+    last = to_day + dt.timedelta(days=1)  # events of late requests may spill past midnight
+    ev_days = event_days(root, first, last, optional_last=True)
+    return check_run_inputs(root, _days(from_day, to_day), ev_days)
+
+
 def _fingerprints(root: str, files: list[str]) -> list[dict[str, str]]:
     base = str(Path(root).absolute())
     return [
@@ -121,11 +145,10 @@ def run_contexts(
     if end <= start:
         raise UserError(f"--end ({end.isoformat()}) must be after --start ({start.isoformat()})")
     root = storage.data_root(data)
-    cand_files = storage.table_files(root, "candidates", _days(start.date(), (end - _MICRO).date()))
-    ev_days = event_days(root, (start - config.lookback).date(), (start - _MICRO).date())
-    ev_files = storage.table_files(root, "events", ev_days)
+    checked = check_contexts_inputs(root, start, end, config)
     spec = JobSpec(
-        "contexts", CONTEXTS_SCHEMA, cand_files, ev_files, (start, end), start,
+        "contexts", CONTEXTS_SCHEMA, checked.files("candidates"), checked.files("events"),
+        (start, end), start,
         partition=f"{start.isoformat()}..{end.isoformat()}",
         settings={"job": "contexts", "start": start.isoformat(), "end": end.isoformat()},
     )
@@ -148,16 +171,14 @@ def run_trainset(
     if to_day < from_day:
         raise UserError(f"--to-day ({to_day}) must not be before --from-day ({from_day})")
     root = storage.data_root(data)
-    cand_files = storage.table_files(root, "candidates", _days(from_day, to_day))
-    first = from_day - dt.timedelta(days=config.lookback.days + 1)
-    last = to_day + dt.timedelta(days=1)  # events of late requests may spill past midnight
-    ev_files = storage.table_files(root, "events", event_days(root, first, last, optional_last=True))
+    checked = check_trainset_inputs(root, from_day, to_day, config)
     window = (
         dt.datetime.combine(from_day, dt.time(), dt.UTC),
         dt.datetime.combine(to_day + dt.timedelta(days=1), dt.time(), dt.UTC),
     )
     spec = JobSpec(
-        "training", TRAINING_SCHEMA, cand_files, ev_files, window, None,
+        "training", TRAINING_SCHEMA, checked.files("candidates"), checked.files("events"),
+        window, None,
         partition=f"{from_day.isoformat()}..{to_day.isoformat()}",
         settings={"job": "trainset", "from_day": from_day.isoformat(), "to_day": to_day.isoformat()},
     )

@@ -18,6 +18,22 @@ Context rows (built by the Beam jobs) are self-contained: every item token (IH, 
 carries its side features as parallel list columns ``{segment}_{feature}``, and the user
 and query features are scalar columns. The features are joined point-in-time by the
 assembly step, so the scoring step needs nothing but the context row.
+
+Beside the layouts, each :class:`TableSpec` declares the rules its values keep; this is
+the one place they are written, and ``validate.conform`` derives every check from it:
+
+- non-null: every field with ``nullable=False`` (ids, keys, timestamps);
+- ranges (``ranges``): prices, counts and statistics finite and >= 0 (items' price and
+  sales_30d, queries' popularity_7d); rates finite and in [0, 1] (items' ctr_7d and
+  cvr_7d); events' event_type one of EVENT_TYPES and position >= 0; the scores' rank
+  >= 1 (their probabilities are the publish guard's, ``onepiece.pipeline.guard``);
+- unique keys (``unique``): one candidate row per (request_id, item_id) (also in
+  scores), one snapshot per (entity id, event_timestamp) in items, users and queries
+  (the input check applies a key to all files of a partition together);
+- the partition's time (``partition_time``): events' event_timestamp and candidates'
+  request_timestamp lie inside the ``dt=`` day of the file that holds them.
+
+``onepiece.inputs`` applies them to every file a run reads before any Beam job starts.
 """
 
 from __future__ import annotations
@@ -216,30 +232,105 @@ MANIFEST_SCHEMA: Final = pa.schema(
 )
 
 
+# ---------------------------------------------------------------------------
+# Value rules: what the values of a column may be (declared here, checked by validate)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """The values one column may hold; nulls are the schema's business (``nullable``).
+
+    ``low`` and ``high`` are inclusive bounds; ``finite`` refuses NaN and +-inf in a
+    float column; ``allowed`` lists the only values a string column may hold.
+    """
+
+    column: str
+    low: float | None = None
+    high: float | None = None
+    finite: bool = False
+    allowed: tuple[str, ...] | None = None
+
+
+def non_negative(column: str) -> ValueRange:
+    """Prices, counts and statistics: finite and >= 0."""
+    return ValueRange(column, low=0, finite=True)
+
+
+def rate(column: str) -> ValueRange:
+    """Rates and probabilities: finite and in [0, 1]."""
+    return ValueRange(column, low=0, high=1, finite=True)
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """Columns whose values no two rows of a table share; ``what`` names such a row."""
+
+    columns: tuple[str, ...]
+    what: str
+
+
 @dataclass(frozen=True)
 class TableSpec:
-    """A table of the contract: its name, schema, and where it lives under the data root."""
+    """A table of the contract: its name, schema, where it lives under the data root,
+    and the rules its values keep (ranges, a unique key, the partition's time column)."""
 
     name: str
     schema: pa.Schema
     partitioned_by_day: bool
     id_columns: tuple[str, ...]
+    ranges: tuple[ValueRange, ...] = ()
+    unique: UniqueKey | None = None
+    #: A timestamp column that must lie inside the row's ``dt=`` partition day.
+    partition_time: str | None = None
 
+    def rule_columns(self) -> list[str]:
+        """The columns the contract's checks read: required ones and those with a rule
+        (a check reads only these; the others are nullable and free)."""
+        wanted = {f.name for f in self.schema if not f.nullable}
+        wanted |= {r.column for r in self.ranges}
+        wanted |= set(self.unique.columns if self.unique else ())
+        wanted |= {self.partition_time} if self.partition_time else set()
+        return [f.name for f in self.schema if f.name in wanted]
+
+
+_SNAPSHOT_KEY = ("event_timestamp",)  # one snapshot per entity and time (Feast's key)
 
 TABLES: Final[dict[str, TableSpec]] = {
     spec.name: spec
     for spec in (
-        TableSpec("items", ITEMS_SCHEMA, False, ("item_id",)),
-        TableSpec("users", USERS_SCHEMA, False, ("user_id",)),
-        TableSpec("queries", QUERIES_SCHEMA, False, ("query_id",)),
-        TableSpec("events", EVENTS_SCHEMA, True, ("request_id", "user_id", "query_id", "item_id")),
         TableSpec(
-            "candidates", CANDIDATES_SCHEMA, True, ("request_id", "user_id", "query_id", "item_id")
+            "items", ITEMS_SCHEMA, False, ("item_id",),
+            ranges=(non_negative("price"), rate("ctr_7d"), rate("cvr_7d"), non_negative("sales_30d")),
+            unique=UniqueKey(("item_id",) + _SNAPSHOT_KEY, "item snapshot"),
+        ),
+        TableSpec(
+            "users", USERS_SCHEMA, False, ("user_id",),
+            unique=UniqueKey(("user_id",) + _SNAPSHOT_KEY, "user snapshot"),
+        ),
+        TableSpec(
+            "queries", QUERIES_SCHEMA, False, ("query_id",),
+            ranges=(non_negative("popularity_7d"),),
+            unique=UniqueKey(("query_id",) + _SNAPSHOT_KEY, "query snapshot"),
+        ),
+        TableSpec(
+            "events", EVENTS_SCHEMA, True, ("request_id", "user_id", "query_id", "item_id"),
+            ranges=(ValueRange("event_type", allowed=EVENT_TYPES), ValueRange("position", low=0)),
+            partition_time="event_timestamp",
+        ),
+        TableSpec(
+            "candidates", CANDIDATES_SCHEMA, True, ("request_id", "user_id", "query_id", "item_id"),
+            unique=UniqueKey(("request_id", "item_id"), "candidate row"),
+            partition_time="request_timestamp",
         ),
         TableSpec("contexts", CONTEXTS_SCHEMA, False, ("request_id", "user_id", "query_id")),
         TableSpec("training", TRAINING_SCHEMA, False, ("request_id", "user_id", "query_id")),
         TableSpec(
-            "scores", SCORES_SCHEMA, True, ("request_id", "user_id", "query_id", "item_id")
+            "scores", SCORES_SCHEMA, True, ("request_id", "user_id", "query_id", "item_id"),
+            # NaN or out-of-range scores are the publish guard's to refuse (or to force
+            # through), so they are not contract errors here (onepiece.pipeline.guard).
+            ranges=(ValueRange("rank", low=1),),
+            unique=UniqueKey(("request_id", "item_id"), "candidate row"),
         ),
     )
 }

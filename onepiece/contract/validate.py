@@ -4,23 +4,30 @@
 extra columns, casting only where no information is lost) and then checks the rules;
 every failure raises :class:`ContractError`, whose message names the table, the source
 file, the column and, where it applies, the first bad row.
+
+The rules are not written here: every check is derived from the table's declaration in
+``schemas.TABLES`` (non-null fields, ``ranges``, ``unique``, ``partition_time``), and
+each is one vectorised pyarrow compute call over the whole column.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from onepiece.contract.schemas import (
-    EVENT_TYPES,
     MANIFEST_SCHEMA,
     OPTIONAL_COLUMNS,
     TABLES,
     TIMESTAMP,
+    UniqueKey,
+    ValueRange,
 )
 
 
@@ -83,19 +90,25 @@ def conform(
     name: str,
     source: str,
     partition_day: dt.date | None = None,
+    columns: list[str] | None = None,
+    unique: bool = True,
 ) -> pa.Table:
     """Cast ``table`` to the contract schema of ``name`` and check its rules.
 
     ``partition_day`` is the ``dt=`` day a partitioned file came from; timestamps of
-    events and candidates must lie inside it.
+    events and candidates must lie inside it. ``columns`` conforms only those columns of
+    the contract (a reader that needs fewer, such as the input check); the rules on the
+    other columns are then not checked. ``unique=False`` leaves the unique key to a
+    caller that checks it over several files at once.
     """
     spec = TABLES[name]
     optional = OPTIONAL_COLUMNS.get(name, frozenset())
-    columns = []
-    for field in spec.schema:
+    fields = [f for f in spec.schema if columns is None or f.name in columns]
+    arrays = []
+    for field in fields:
         if field.name not in table.column_names:
             if field.name in optional:
-                columns.append(pa.nulls(table.num_rows, field.type))
+                arrays.append(pa.nulls(table.num_rows, field.type))
                 continue
             raise ContractError(name, source, "required column is missing", column=field.name)
         column = table.column(field.name)
@@ -117,67 +130,100 @@ def conform(
         if not field.nullable and column.null_count:
             row = _first_true(pc.is_null(column))
             raise ContractError(name, source, "null value in a required column", field.name, row)
-        columns.append(column)
-    conformed = pa.Table.from_arrays(columns, schema=spec.schema)
-    _check_rules(conformed, name, source, partition_day)
+        arrays.append(column)
+    conformed = pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=spec.schema.metadata))
+    check_values(conformed, name, source, partition_day, unique)
     return conformed
 
 
-def _check_rules(table: pa.Table, name: str, source: str, day: dt.date | None) -> None:
-    def fail_where(mask: Any, column: str, problem: str) -> None:
-        row = _first_true(mask)
-        if row is not None:
-            value = table.column(column)[row].as_py()
-            raise ContractError(name, source, f"{problem} ({value!r})", column, row)
-
-    if name == "items":
-        for column in ("price", "ctr_7d", "cvr_7d", "sales_30d"):
-            fail_where(pc.less(table[column], 0), column, f"negative {column}")
-            if pa.types.is_floating(table.schema.field(column).type):
-                fail_where(pc.is_nan(table[column]), column, f"NaN {column}")
-    if name == "events":
-        fail_where(
-            pc.invert(pc.is_in(table["event_type"], pa.array(EVENT_TYPES))),
-            "event_type",
-            f"unknown event_type, expected one of {list(EVENT_TYPES)}",
-        )
-        fail_where(pc.less(table["position"], 0), "position", "negative position")
-    if name in ("candidates", "scores"):
-        _check_unique(table, name, source, ("request_id", "item_id"), "duplicate candidate row")
-    if name == "scores":
-        fail_where(pc.less(table["rank"], 1), "rank", "rank must start at 1")
-    if day is not None:
-        time_column = {"events": "event_timestamp", "candidates": "request_timestamp"}.get(name)
-        if time_column is not None:
-            start = pa.scalar(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC), TIMESTAMP)
-            end = pa.scalar(
-                dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC),
-                TIMESTAMP,
-            )
-            outside = pc.or_(
-                pc.less(table[time_column], start), pc.greater_equal(table[time_column], end)
-            )
-            fail_where(outside, time_column, f"timestamp outside its partition dt={day}")
-
-
-def _check_unique(
-    table: pa.Table, name: str, source: str, keys: tuple[str, ...], problem: str
+def check_values(
+    table: pa.Table, name: str, source: str, day: dt.date | None = None, unique: bool = True
 ) -> None:
-    if table.num_rows == 0:
-        return
-    counts = table.select(list(keys)).group_by(list(keys)).aggregate([([], "count_all")])
-    dup = _first_true(pc.greater(counts["count_all"], 1))
-    if dup is None:
-        return
-    key = {k: counts[k][dup].as_py() for k in keys}
-    # Name the first row that repeats an earlier one.
-    mask = None
-    for k, v in key.items():
-        eq = pc.equal(table[k], pa.scalar(v, table.schema.field(k).type))
-        mask = eq if mask is None else pc.and_(mask, eq)
-    rows = pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist()
-    raise ContractError(
-        name, source, f"{problem}: {key} appears {len(rows)} times", ",".join(keys), rows[1]
+    """Check the value rules ``TABLES[name]`` declares on a conformed table (rules on
+    columns the table lacks are skipped); the first violation raises ContractError."""
+    spec = TABLES[name]
+    present = set(table.column_names)
+    for rule in spec.ranges:
+        if rule.column in present:
+            _check_range(table, rule, name, source)
+    if unique and spec.unique is not None and set(spec.unique.columns) <= present:
+        row = first_repeat(table, spec.unique.columns)
+        if row is not None:
+            raise duplicate_error(table, row, spec.unique, name, source)
+    time_column = spec.partition_time
+    if day is not None and time_column is not None and time_column in present:
+        start = pa.scalar(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), TIMESTAMP)
+        end = pa.scalar(
+            dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC), TIMESTAMP
+        )
+        values = table[time_column]
+        outside = pc.or_(pc.less(values, start), pc.greater_equal(values, end))
+        problem = f"timestamp outside its partition dt={day}"
+        _fail_where(table, outside, time_column, problem, name, source)
+
+
+def _fail_where(table: pa.Table, mask: Any, column: str, problem: str, name: str, source: str) -> None:
+    row = _first_true(mask)
+    if row is not None:
+        value = table.column(column)[row].as_py()
+        raise ContractError(name, source, f"{problem} ({value!r})", column, row)
+
+
+def _check_range(table: pa.Table, rule: ValueRange, name: str, source: str) -> None:
+    column, values = rule.column, table[rule.column]
+    fail = functools.partial(_fail_where, table, column=column, name=name, source=source)
+    if rule.finite and pa.types.is_floating(values.type):
+        # NaN compares false with every bound, so it is looked for before the bounds.
+        fail(pc.is_nan(values), problem=f"NaN {column}")
+        fail(pc.is_inf(values), problem=f"infinite {column}")
+    if rule.low is not None and rule.high is not None:
+        outside = pc.or_(pc.less(values, rule.low), pc.greater(values, rule.high))
+        fail(outside, problem=f"{column} outside [{rule.low:g}, {rule.high:g}]")
+    elif rule.low is not None:
+        below = f"negative {column}" if rule.low == 0 else f"{column} below {rule.low:g}"
+        fail(pc.less(values, rule.low), problem=below)
+    elif rule.high is not None:
+        fail(pc.greater(values, rule.high), problem=f"{column} above {rule.high:g}")
+    if rule.allowed is not None:
+        fail(
+            pc.invert(pc.is_in(values, pa.array(rule.allowed, values.type))),
+            problem=f"unknown {column}, expected one of {list(rule.allowed)}",
+        )
+
+
+_ROW = "__row"
+
+
+def first_repeat(table: pa.Table, keys: tuple[str, ...]) -> int | None:
+    """The first row whose key an earlier row already holds; None when the key is unique.
+
+    One hash aggregation when the key is unique (the usual case); only when it is not,
+    the repeated keys are joined back to find the earliest repeat.
+    """
+    if table.num_rows < 2:
+        return None
+    indexed = table.select(list(keys)).append_column(_ROW, pa.array(np.arange(table.num_rows)))
+    groups = indexed.group_by(list(keys)).aggregate([(_ROW, "min"), (_ROW, "count")])
+    repeated = pc.greater(groups[f"{_ROW}_count"], 1)
+    if not pc.any(repeated).as_py():
+        return None
+    firsts = groups.filter(repeated).select(list(keys) + [f"{_ROW}_min"])
+    rows = indexed.join(firsts, list(keys), join_type="inner")
+    later = rows.filter(pc.not_equal(rows[_ROW], rows[f"{_ROW}_min"]))[_ROW]
+    return int(pc.min(later).as_py()) if len(later) else None
+
+
+def duplicate_error(
+    table: pa.Table, row: int, unique: UniqueKey, name: str, source: str, times: int | None = None
+) -> ContractError:
+    """The error for ``row``, which repeats the key of an earlier row of ``table``."""
+    key = {k: table[k][row].as_py() for k in unique.columns}
+    if times is None:
+        same = [pc.equal(table[k], table[k][row]) for k in unique.columns]
+        times = int(pc.sum(functools.reduce(pc.and_, same)).as_py())
+    return ContractError(
+        name, source, f"duplicate {unique.what}: {key} appears {times} times",
+        ",".join(unique.columns), row,
     )
 
 

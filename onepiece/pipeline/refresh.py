@@ -40,6 +40,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from onepiece import storage
 from onepiece.contract import SCORES_SCHEMA, ContractError, validate_manifest
@@ -90,27 +91,28 @@ def _days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
 def check_inputs(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
     """Check the run's inputs exist and conform; reset the run's staging root.
 
-    Fails, naming the table and partition, when a candidates partition of the window or
-    an events partition of the look-back is missing or malformed, when a side-feature
-    table is missing, or when the Feast registry was never applied.
+    Every file the contexts job will read (the window's candidates, the look-back's
+    events, items, users, queries) is checked against the contract by the same check the
+    job and the CLI run (``onepiece.assembly.jobs.check_contexts_inputs``): the first
+    damaged file, column and row fail the task by name. It also fails when the Feast
+    registry was never applied.
     """
     from onepiece.assembly.config import AssemblyConfig
-    from onepiece.assembly.jobs import event_days
+    from onepiece.assembly.jobs import check_contexts_inputs
     from onepiece.features.repo import open_store, repo_config
 
     start, end = _window(config, start)
     root = config.data
-    candidates = storage.read_table(root, "candidates", _days(start, end), ["request_id", "request_timestamp"])
+    checked = check_contexts_inputs(root, start, end, AssemblyConfig())
+    # The files are checked: read the two columns the counts need, nothing else.
+    candidates = pa.concat_tables(
+        [pq.read_table(f, columns=["request_id", "request_timestamp"]) for f in checked.files("candidates")]
+    )
     in_window = pc.and_(
         pc.greater_equal(candidates["request_timestamp"], pa.scalar(start, TIMESTAMP)),
         pc.less(candidates["request_timestamp"], pa.scalar(end, TIMESTAMP)),
     )
     window_rows = candidates.filter(in_window)
-    lookback = AssemblyConfig().lookback
-    ev_days = event_days(root, (start - lookback).date(), (start - _MICRO).date())
-    storage.table_files(root, "events", ev_days)
-    for table in ("items", "users", "queries"):
-        storage.table_files(root, table)
     repo = _feature_repo(config)
     registry = str(repo_config(repo).registry.path)
     # Opening a store on a missing file registry would create an empty one.
@@ -126,7 +128,8 @@ def check_inputs(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
         "window": [start.isoformat(), end.isoformat()],
         "candidates": window_rows.num_rows,
         "requests": pc.count_distinct(window_rows["request_id"]).as_py(),
-        "event_days": [d.isoformat() for d in ev_days],
+        "event_days": [d.isoformat() for d in checked.days("events")],
+        "check_s": checked.seconds,
     }
 
 

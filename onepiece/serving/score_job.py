@@ -102,6 +102,13 @@ def contexts_location(config: ScoreJobConfig) -> Path:
     return Path(config.contexts_dir or Path(storage.data_root(config.data)) / "contexts" / config.partition)
 
 
+def needs_contexts(config: ScoreJobConfig) -> bool:
+    """Whether the run builds its contexts (none given, none at the default place)."""
+    from onepiece.assembly.jobs import MANIFEST_NAME as CONTEXTS_MANIFEST
+
+    return config.contexts_dir is None and not (contexts_location(config) / CONTEXTS_MANIFEST).is_file()
+
+
 def ensure_contexts(config: ScoreJobConfig, feature_service: str) -> tuple[Path, dict[str, Any]]:
     """The context shards of the run and their manifest; built first when absent."""
     from onepiece.assembly.jobs import MANIFEST_NAME as CONTEXTS_MANIFEST
@@ -274,7 +281,15 @@ def _manifest(
 
 def score_window(config: ScoreJobConfig, model_repo: str | Path = "model_repo") -> dict[str, Any]:
     """Run the job against ``config.urls``, or, when there are none, against an embedded
-    tritonserver over ``model_repo`` that is started for the run and always stopped."""
+    tritonserver over ``model_repo`` that is started for the run and always stopped.
+
+    When the run builds its contexts, its input files are checked first, so a damaged
+    input is named before any server starts (the contexts job checks them again).
+    """
+    if needs_contexts(config):
+        from onepiece.assembly.jobs import check_contexts_inputs
+
+        check_contexts_inputs(storage.data_root(config.data), config.start, config.end)
     if config.urls:
         return run_scoring(config)
     from onepiece.serving.export import check_exported

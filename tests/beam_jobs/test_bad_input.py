@@ -65,13 +65,21 @@ CASES = {
         lambda root: rewrite(candidates_file(root, LIVE_DAY), lambda t: pa.concat_tables([t, t.slice(5, 1)])),
         lambda root: candidates_file(root, LIVE_DAY), "request_id,item_id", "duplicate candidate row",
     ),
-    "duplicate candidate rows across files": (  # found after the shuffle, not per file
+    "duplicate candidate rows across files": (  # the input check reads a partition's files together
         lambda root: pq.write_table(
             pq.read_table(candidates_file(root, LIVE_DAY)).slice(7, 1),
             candidates_file(root, LIVE_DAY).with_name("part-1.parquet"),
         ),
         lambda root: candidates_file(root, LIVE_DAY).with_name("part-1.parquet"),
         "request_id,item_id", "duplicate candidate row",
+    ),
+    "a candidates file that is not Parquet": (
+        lambda root: candidates_file(root, LIVE_DAY).write_text("request_id,item_id\n"),
+        lambda root: candidates_file(root, LIVE_DAY), None, "unreadable Parquet file",
+    ),
+    "negative item price": (
+        lambda root: rewrite(root / "items" / "part-0.parquet", lambda t: set_first(t, "price", -1.0)),
+        lambda root: root / "items" / "part-0.parquet", "price", "negative price (-1.0)",
     ),
 }
 

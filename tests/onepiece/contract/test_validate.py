@@ -125,3 +125,38 @@ def test_manifest_shape_is_checked() -> None:
         validate_manifest({k: v for k, v in good.items() if k != "rows"})
     with pytest.raises(ContractError, match="'wall_time_s'"):
         validate_manifest({**good, "wall_time_s": "slow"})
+
+
+def test_every_declared_rule_names_a_column_of_its_table_with_a_fitting_type() -> None:
+    from onepiece.contract import TABLES
+
+    for spec in TABLES.values():
+        for rule in spec.ranges:
+            field = spec.schema.field(rule.column)  # KeyError: a rule on no column
+            numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+            assert rule.allowed is None or pa.types.is_string(field.type), (spec.name, rule)
+            assert (rule.low is None and rule.high is None) or numeric, (spec.name, rule)
+        for column in (spec.unique.columns if spec.unique else ()):
+            assert not spec.schema.field(column).nullable, (spec.name, column)
+        if spec.partition_time:
+            assert spec.partitioned_by_day
+            assert pa.types.is_timestamp(spec.schema.field(spec.partition_time).type)
+        assert set(spec.rule_columns()) <= set(spec.schema.names)
+
+
+def test_a_rate_outside_0_1_and_an_infinite_score_are_caught() -> None:
+    with pytest.raises(ContractError, match=r"column 'ctr_7d', row 2: ctr_7d outside \[0, 1\] \(1.25\)"):
+        conform(items(ctr_7d=1.25), "items", "f")
+    with pytest.raises(ContractError, match=r"column 'price', row 2: infinite price \(inf\)"):
+        conform(items(price=float("inf")), "items", "f")
+    with pytest.raises(ContractError, match=r"column 'price', row 2: NaN price"):
+        conform(items(price=float("nan")), "items", "f")
+
+
+def test_a_repeated_snapshot_names_the_later_row() -> None:
+    table = pa.concat_tables([items(), items().slice(1, 1)])
+    with pytest.raises(ContractError) as err:
+        conform(table, "items", "f")
+    assert (err.value.column, err.value.row) == ("item_id,event_timestamp", 4)
+    assert "duplicate item snapshot" in err.value.problem and "appears 2 times" in err.value.problem
+    conform(table, "items", "f", unique=False)  # left to a caller that checks several files

@@ -158,6 +158,30 @@ def test_check_inputs_names_what_is_missing(tiny_world, tmp_path):
     assert not (data / "feast" / "registry.db").exists()  # checking registers nothing
 
 
+def test_check_inputs_refuses_a_damaged_window_by_file_column_and_row(tiny_world, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from onepiece.contract import ContractError
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world, data)
+    config = RefreshConfig.from_params({"data": str(data), "window_minutes": 60}, {})
+    start = dt.datetime(2026, 11, 3, 12, tzinfo=dt.UTC)
+    items = data / "items" / "part-0.parquet"
+    table = pq.read_table(items)
+    prices = table["price"].to_pylist()
+    prices[5] = -2.0
+    pq.write_table(table.set_column(table.schema.get_field_index("price"), "price", pa.array(prices)), items)
+    with pytest.raises(ContractError) as caught:
+        refresh.check_inputs(config, start)
+    assert (caught.value.table, caught.value.source, caught.value.column, caught.value.row) == (
+        "items", str(items), "price", 5)
+    assert "negative price (-2.0)" in str(caught.value)
+    assert not (data / "_runs").exists()  # nothing staged
+
+
 def test_an_hourly_run_on_the_live_day_reads_that_days_events_before_it(tiny_world, tmp_path):
     import shutil
 
