@@ -13,6 +13,7 @@ Layout of the data root (Hive-style partitions)::
     events/dt=YYYY-MM-DD/      the search interaction log
     candidates/dt=YYYY-MM-DD/  upstream recall output to be re-scored
     scores/dt=YYYY-MM-DD/hour=HH/   pre-rank scores, one partition per run
+    retrieval/dt=YYYY-MM-DD/hour=HH/  the onePiece retrieval route's candidates per run
 
 Context rows (built by the Beam jobs) are self-contained: every item token (IH, PA, CIS)
 carries its side features as parallel list columns ``{segment}_{feature}``, and the user
@@ -198,6 +199,31 @@ SCORES_SCHEMA: Final = pa.schema(
     ]
 )
 
+# ---------------------------------------------------------------------------
+# Output: the retrieval route's candidates (onepiece.retrieval.route)
+# ---------------------------------------------------------------------------
+
+#: The ``recall_source`` of the onePiece retrieval route's rows (candidates' optional column).
+RETRIEVAL_SOURCE: Final = "onepiece_retrieval"
+
+#: Top-N items per request from the ANN index, best first: ``score`` is <r_k, z_v> (the
+#: click step's user vector against the item vector), ``rank`` starts at 1; ``as_of`` is
+#: the context's T (nothing at or after it reached the user vector).
+RETRIEVAL_SCHEMA: Final = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("query_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("recall_source", pa.string(), nullable=False),
+        pa.field("as_of", TIMESTAMP, nullable=False),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.int32()),  # null: an unversioned checkpoint
+    ]
+)
+
 # The manifest is a JSON document beside each published partition; this schema is its
 # shape (checked by ``validate_manifest``). Count maps are {reason: count}.
 _COUNTS = pa.map_(pa.string(), pa.int64())
@@ -331,6 +357,12 @@ TABLES: Final[dict[str, TableSpec]] = {
             # through), so they are not contract errors here (onepiece.pipeline.guard).
             ranges=(ValueRange("rank", low=1),),
             unique=UniqueKey(("request_id", "item_id"), "candidate row"),
+        ),
+        TableSpec(
+            "retrieval", RETRIEVAL_SCHEMA, True, ("request_id", "user_id", "query_id", "item_id"),
+            ranges=(ValueRange("rank", low=1), ValueRange("score", finite=True),
+                    ValueRange("recall_source", allowed=(RETRIEVAL_SOURCE,))),
+            unique=UniqueKey(("request_id", "item_id"), "retrieved item"),
         ),
     )
 }

@@ -222,7 +222,7 @@ def full_ranking_ranks(
     model, data: ML100k, users: np.ndarray, history: list[np.ndarray], targets: np.ndarray
 ) -> np.ndarray:
     """0-based rank of each target among all movies, history masked, ties pessimistic."""
-    from onepiece.evaluation.retrieval import user_vectors
+    from onepiece.model.retrieval import user_vectors
     from onepiece.model import export_item_vectors
 
     ids, z = export_item_vectors(model, item_catalogue(data))  # ids 1..n, [n, d]

@@ -10,16 +10,14 @@ default world has more items than that.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from onepiece.contract import ITEM_FEATURES
 from onepiece.evaluation import metrics
 from onepiece.evaluation.ranking import flat_candidates
+from onepiece.model.retrieval import user_vectors
 
 RECALL_KS: tuple[int, ...] = (100, 500)
 
@@ -34,33 +32,6 @@ def catalogue(rows: pa.Table) -> pa.Table:
     ids = np.asarray(table["item_id"])
     _, first = np.unique(ids, return_index=True)  # sorted ids, first occurrence
     return table.take(pa.array(first))
-
-
-def user_vectors(model, rows: pa.Table, batch_size: int = 256) -> np.ndarray:
-    """r at the click step for every request row: [R, d] float32."""
-    from onepiece.model import tensorize
-
-    config = dataclasses.replace(model.config, group_size=0)
-    # The user vector does not depend on the candidates: keep one so every row is a sequence.
-    one = rows.combine_chunks()
-    for name in one.column_names:
-        if name.startswith("cand_") or name.startswith("label_"):
-            one = one.set_column(
-                one.schema.get_field_index(name), name, pc.list_slice(one[name], 0, 1)
-            )
-    step = model.config.task_steps()["click"]
-    out = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, one.num_rows, batch_size):
-                inputs = tensorize(one.slice(start, batch_size), config)
-                result = model(inputs)
-                out.append(result.user_vectors[:, step].float().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, model.config.d_model), np.float32)
 
 
 def retrieval_metrics(model, rows: pa.Table) -> dict[str, float]:
