@@ -33,3 +33,4 @@ from onepiece.cli import evaluation  # noqa: E402,F401
 from onepiece.cli import outcomes  # noqa: E402,F401
 from onepiece.cli import calibrate  # noqa: E402,F401
 from onepiece.cli import pin  # noqa: E402,F401
+from onepiece.cli import retrieval  # noqa: E402,F401

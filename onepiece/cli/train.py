@@ -112,7 +112,9 @@ def evaluate_command(
     out: Annotated[Path, typer.Option("--out", help="Directory for metrics.json and plots.")],
     seed: Annotated[int, typer.Option(help="Seed of the candidate grouping.")] = 0,
 ) -> None:
-    """Ranking AUC/GAUC (click, add_to_cart, order) or retrieval Recall@100/500.
+    """Ranking AUC/GAUC (click, add_to_cart, order) or retrieval Recall@100/500 (with
+    exact search and, as ann_recall@100/500, through the ANN item index of
+    `onepiece index build`, built over the same catalogue with its default settings).
 
     Writes metrics.json, training_curves.png (from the checkpoint's history.json) and
     report.md (metrics beside a CTR/CVR feature baseline, curves, a ship checklist).
@@ -129,9 +131,11 @@ def evaluate_command(
     from onepiece.training.data import read_training_rows
     from onepiece.training.loop import HISTORY_FILE
 
+    from onepiece.retrieval.index import IndexConfig
+
     model = load_checkpoint(checkpoint)
     rows = read_training_rows(eval)
-    doc = evaluate_model(model, rows, seed=seed)
+    doc = evaluate_model(model, rows, seed=seed, ann=IndexConfig())
     history_file = checkpoint / HISTORY_FILE
     history = json.loads(history_file.read_text()) if history_file.is_file() else None
     baseline = feature_baseline(rows, flat_candidates(rows)) if "ranking" in doc else None

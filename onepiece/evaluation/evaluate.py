@@ -13,10 +13,11 @@ from onepiece.evaluation.ranking import flat_candidates, ranking_metrics, score_
 from onepiece.evaluation.retrieval import retrieval_metrics
 
 
-def evaluate_model(model, rows: pa.Table, seed: int = 0) -> dict[str, Any]:
-    """Ranking AUC/GAUC for a ranking model, Recall@K for a retrieval model."""
+def evaluate_model(model, rows: pa.Table, seed: int = 0, ann=None) -> dict[str, Any]:
+    """Ranking AUC/GAUC for a ranking model, Recall@K for a retrieval model (and with
+    ``ann``, an ``IndexConfig``, also Recall@K through the ANN item index)."""
     if model.config.mode == "retrieval":
-        return metrics_document(retrieval=retrieval_metrics(model, rows))
+        return metrics_document(retrieval=retrieval_metrics(model, rows, ann))
     return evaluate_ranking(model, rows, seed)[0]
 
 

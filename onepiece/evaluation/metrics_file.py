@@ -3,6 +3,9 @@
     {"ranking": {"click": {"auc": x, "gauc": y}, "add_to_cart": {...}, "order": {...}},
      "retrieval": {"recall@100": x, "recall@500": y}}
 
+A retrieval document may also hold ``ann_recall@100`` and ``ann_recall@500``: the same
+recall with the top K taken from the ANN item index instead of exact search.
+
 A key is absent when its mode was not evaluated. NaN (a task with one class only) is
 written as null, because JSON has no NaN.
 """
@@ -17,6 +20,7 @@ from typing import Any
 RANKING_TASKS: tuple[str, ...] = ("click", "add_to_cart", "order")
 RANKING_METRICS: tuple[str, ...] = ("auc", "gauc")
 RETRIEVAL_METRICS: tuple[str, ...] = ("recall@100", "recall@500")
+ANN_METRICS: tuple[str, ...] = ("ann_recall@100", "ann_recall@500")
 
 
 def _number(value: float) -> float | None:
@@ -39,9 +43,11 @@ def metrics_document(
                 raise ValueError(f"ranking[{task!r}] must hold {RANKING_METRICS}")
             doc["ranking"][task] = {m: _number(ranking[task][m]) for m in RANKING_METRICS}
     if retrieval is not None:
-        if set(retrieval) != set(RETRIEVAL_METRICS):
-            raise ValueError(f"retrieval must hold {RETRIEVAL_METRICS}, got {sorted(retrieval)}")
-        doc["retrieval"] = {m: _number(retrieval[m]) for m in RETRIEVAL_METRICS}
+        keys = RETRIEVAL_METRICS + (ANN_METRICS if set(ANN_METRICS) <= set(retrieval) else ())
+        if set(retrieval) != set(keys):
+            raise ValueError(f"retrieval must hold {RETRIEVAL_METRICS} (and optionally {ANN_METRICS}), "
+                             f"got {sorted(retrieval)}")
+        doc["retrieval"] = {m: _number(retrieval[m]) for m in keys}
     return doc
 
 

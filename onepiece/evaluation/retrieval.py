@@ -6,6 +6,9 @@ this is what the system knew then). Each request's user vector r (from the step 
 supervises clicks) scores the whole catalogue by <r, z_v>; the targets are the request's
 clicked candidates. With a catalogue smaller than K, Recall@K is trivially 1: the
 default world has more items than that.
+
+With an ``IndexConfig`` the same recall is also measured with the top K from the ANN item
+index over the same catalogue (``ann_recall@K``), beside the exact-search figures.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ def catalogue(rows: pa.Table) -> pa.Table:
     return table.take(pa.array(first))
 
 
-def retrieval_metrics(model, rows: pa.Table) -> dict[str, float]:
-    """{"recall@100": x, "recall@500": y} over requests with at least one click."""
+def retrieval_metrics(model, rows: pa.Table, ann=None) -> dict[str, float]:
+    """{"recall@100": x, "recall@500": y} over requests with at least one click; with
+    ``ann`` (an ``onepiece.retrieval.index.IndexConfig``) also "ann_recall@100/500"."""
     from onepiece.model import export_item_vectors
 
     if model.config.mode != "retrieval":
@@ -53,4 +57,25 @@ def retrieval_metrics(model, rows: pa.Table) -> dict[str, float]:
     row_of = np.full(rows.num_rows, -1)
     row_of[wanted] = np.arange(len(wanted))
     targets[row_of[flat.request_row[clicked]], np.searchsorted(item_ids, flat.item_id[clicked])] = True
-    return {f"recall@{k}": metrics.recall_at_k(scores, targets, k) for k in RECALL_KS}
+    out = {f"recall@{k}": metrics.recall_at_k(scores, targets, k) for k in RECALL_KS}
+    if ann is not None:
+        from onepiece.retrieval.index import build_index
+
+        index = build_index(item_ids, z, ann)
+        for k in RECALL_KS:
+            found, _ = index.search(r, min(k, len(item_ids)))
+            out[f"ann_recall@{k}"] = ann_recall(found, item_ids, targets)
+    return out
+
+
+def ann_recall(found: np.ndarray, item_ids: np.ndarray, targets: np.ndarray) -> float:
+    """Mean share of each query's targets (bool [Q, N] over sorted ``item_ids``) among its
+    ``found`` item ids ([Q, k], -1 padded), over queries with a target."""
+    n_targets = targets.sum(axis=1)
+    has = n_targets > 0
+    if not has.any():
+        return float("nan")
+    valid = found >= 0
+    cols = np.searchsorted(item_ids, np.where(valid, found, item_ids[0]))
+    hits = (np.take_along_axis(targets, cols, axis=1) & valid).sum(axis=1)
+    return float(np.mean(hits[has] / n_targets[has]))

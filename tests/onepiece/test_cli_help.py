@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 EXPECTED = ("world", "features", "contexts", "trainset", "train", "evaluate", "ablation",
-            "ml100k", "export", "serve", "score", "outcomes", "calibrate", "pin")
+            "ml100k", "export", "serve", "score", "outcomes", "calibrate", "pin", "index", "retrieve")
 
 
 def test_help_lists_every_command_with_an_explanation() -> None:

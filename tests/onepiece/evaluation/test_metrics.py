@@ -124,6 +124,10 @@ def test_metrics_document_has_the_issue_shape(tmp_path) -> None:
     assert back["ranking"]["order"] == {"auc": 0.7, "gauc": None}
     assert back["retrieval"] == {"recall@100": 0.3, "recall@500": 0.5}
     assert list(metrics_document(retrieval={"recall@100": 0.1, "recall@500": 0.2})) == ["retrieval"]
+    ann = {"recall@100": 0.1, "recall@500": 0.2, "ann_recall@100": 0.1, "ann_recall@500": 0.2}
+    assert list(metrics_document(retrieval=ann)["retrieval"]) == list(ann)  # the ANN figures, optional
+    with pytest.raises(ValueError, match="optionally"):
+        metrics_document(retrieval={"recall@100": 0.1, "recall@500": 0.2, "ann_recall@100": 0.1})
     with pytest.raises(ValueError, match="ranking tasks"):
         metrics_document(ranking={"click": {"auc": 0.5, "gauc": 0.5}})
 
