@@ -54,7 +54,10 @@ def build_command(
     """Export every item's vector z_v from a retrieval checkpoint and publish a faiss
     IVF-Flat index for inner-product search (index.faiss, items.parquet, _manifest.json
     with the model, item count, index parameters, build time and item snapshot time),
-    atomically."""
+    atomically.
+
+    Example: onepiece index build --checkpoint runs/retr_ckpt --as-of 2026-11-09T00:00:00Z
+    """
     from onepiece import storage
     from onepiece.retrieval.index import DEFAULT_DIR, IndexConfig, build_item_index
 
@@ -87,7 +90,13 @@ def retrieve_command(
     """The onePiece retrieval route for one window: each request's user vector (the click
     step's r_k, computed in-process from its context) searched in the item index; the top
     N items per request with score and rank, recall_source onepiece_retrieval
-    (RETRIEVAL_SCHEMA). Published atomically; a rerun writes byte-identical Parquet."""
+    (RETRIEVAL_SCHEMA). Published atomically; a rerun writes byte-identical Parquet.
+
+    The index must hold item snapshots no newer than the contexts' T (point in time), and
+    come from the same model as the checkpoint; both are checked.
+
+    Example: onepiece retrieve --contexts runs/ctx --index runs/retr_ckpt/item_index --out runs/retr
+    """
     from onepiece.retrieval.route import RouteConfig, run_route
 
     manifest = run_route(contexts, index, out, RouteConfig(top_n=top_n), checkpoint)
