@@ -130,3 +130,19 @@ def test_bad_inputs_give_clear_errors(
     with pytest.raises(ContractError, match="ih_item_id"):
         run_route(tmp_path / "broken", index_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_contract_refuses_bad_retrieval_rows(held_out_contexts: Path, index_dir: Path, tmp_path: Path) -> None:
+    from onepiece.contract import conform
+
+    run_route(held_out_contexts, index_dir, tmp_path / "a", RouteConfig(top_n=5))
+    rows = storage.read_partition(tmp_path / "a", "retrieval")
+    at = rows.schema.get_field_index
+    bad_rank = rows.set_column(at("rank"), "rank", pc.subtract(rows["rank"], 1))
+    with pytest.raises(ContractError, match="rank"):
+        conform(bad_rank, "retrieval", "bad_rank")
+    other = rows.set_column(at("recall_source"), "recall_source", pa.array(["upstream"] * rows.num_rows))
+    with pytest.raises(ContractError, match="recall_source"):
+        conform(other, "retrieval", "other_source")
+    with pytest.raises(ContractError, match="retrieved item"):
+        conform(pa.concat_tables([rows, rows.slice(0, 1)]), "retrieval", "duplicate")
