@@ -1,19 +1,19 @@
 """The item index: every item's vector z_v from a retrieval checkpoint, searchable by
 inner product with faiss IVF-Flat over the MIPS-to-L2 transform.
 
-Why this index (measured by ``benchmarks/retrieval_route.py``, docs/results.md): the
-trained model's item vectors share one dominant direction (mean cosine to their mean
-about 0.9), so a request's exact top-100 by <r, z_v> leans on the items with the largest
-norms. Graphs and cells built for inner product miss them: at 98k items, faiss HNSW and
-usearch HNSW under inner product kept only 0.19-0.23 of the exact top-100 at any beam
-width, faiss IVF-Flat under inner product 0.69 at 64 probes. Appending one coordinate,
-sqrt(M^2 - |z_v|^2) to items (M the largest norm) and 0 to queries, turns the largest
-inner product into the smallest L2 distance (Bachrach et al. 2014); IVF-Flat under L2 on
-those vectors kept 0.97 of the exact top-100 at 64 of 1,252 lists and answered about 10x
-the queries/s of exact search (faiss IndexFlatIP, a BLAS GEMM plus a heap, one thread
-each), where HNSW on the same vectors reached 0.94 at 4x and took 45 s to build against
-IVF's 4-6 s. IVF-Flat stores the raw vectors (no quantisation error) and its seeded
-k-means builds the same index from the same vectors. faiss is Meta's, released monthly.
+Why this index (``benchmarks/retrieval_route.py``, docs/results.md): the trained model's
+item vectors share one dominant direction (mean cosine to their mean about 0.87), so a
+request's exact top-100 by <r, z_v> leans on the items with the largest norms, and graphs
+and cells built for inner product miss them. At 98k items, faiss HNSW and usearch HNSW
+under inner product kept only 0.29-0.36 of the exact top-100 (ef 128-256), faiss IVF-Flat
+under inner product 0.845 at 64 of 1,252 lists. Appending one coordinate, sqrt(M^2 - |z_v|^2) to items
+(M the largest norm) and 0 to queries, turns the largest inner product into the smallest
+L2 distance (Bachrach et al. 2014). IVF-Flat under L2 on those vectors kept 0.996 of the
+exact top-100 at 64 of 1,252 lists and answered 7.0-8.6x the queries per CPU second of
+exact search (faiss IndexFlatIP: a BLAS GEMM and a heap; one thread each; two runs), built
+in 5-10 s; faiss HNSW on the same vectors reached 0.981 at 4.1-5.3x after a 16-25 s build. IVF-Flat keeps the raw
+vectors (no quantisation error) and its seeded k-means rebuilds the same index, byte for
+byte, from the same vectors. faiss (Meta) ships CPU wheels for every release.
 
 Layout of a published index directory (written in one step, ``storage.staged_dir``)::
 
@@ -58,8 +58,9 @@ class IndexConfig:
     #: Inverted lists (k-means cells); 0: about 4 * sqrt(items), at most items / 39
     #: (faiss wants 39 training points per centroid).
     nlist: int = 0
-    #: Lists scanned per query: 64 of 1,252 kept 0.97 of the exact top-100 at 98k items
-    #: (ours, measured); ``search`` scans more when k needs it (see ``probes``).
+    #: Lists scanned per query (ours, measured at 98k items, 1,252 lists): 64 kept 0.996 of
+    #: the exact top-100 (0.973 for a less trained model, where 32 kept 0.933);
+    #: ``search`` scans more when k needs it (see ``probes``).
     nprobe: int = 64
     #: k-means seed: the same vectors and seed give the same index.
     seed: int = 1234
