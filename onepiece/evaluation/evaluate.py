@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -12,8 +12,11 @@ from onepiece.evaluation.metrics_file import metrics_document
 from onepiece.evaluation.ranking import flat_candidates, ranking_metrics, score_candidates
 from onepiece.evaluation.retrieval import retrieval_metrics
 
+if TYPE_CHECKING:
+    from onepiece.retrieval.index import IndexConfig
 
-def evaluate_model(model, rows: pa.Table, seed: int = 0, ann=None) -> dict[str, Any]:
+
+def evaluate_model(model, rows: pa.Table, seed: int = 0, ann: IndexConfig | None = None) -> dict[str, Any]:
     """Ranking AUC/GAUC for a ranking model, Recall@K for a retrieval model (and with
     ``ann``, an ``IndexConfig``, also Recall@K through the ANN item index)."""
     if model.config.mode == "retrieval":

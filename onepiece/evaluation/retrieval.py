@@ -13,6 +13,8 @@ index over the same catalogue (``ann_recall@K``), beside the exact-search figure
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,6 +23,9 @@ from onepiece.contract import ITEM_FEATURES
 from onepiece.evaluation import metrics
 from onepiece.evaluation.ranking import flat_candidates
 from onepiece.model.retrieval import user_vectors
+
+if TYPE_CHECKING:
+    from onepiece.retrieval.index import IndexConfig
 
 RECALL_KS: tuple[int, ...] = (100, 500)
 
@@ -37,7 +42,7 @@ def catalogue(rows: pa.Table) -> pa.Table:
     return table.take(pa.array(first))
 
 
-def retrieval_metrics(model, rows: pa.Table, ann=None) -> dict[str, float]:
+def retrieval_metrics(model, rows: pa.Table, ann: IndexConfig | None = None) -> dict[str, float]:
     """{"recall@100": x, "recall@500": y} over requests with at least one click; with
     ``ann`` (an ``onepiece.retrieval.index.IndexConfig``) also "ann_recall@100/500"."""
     from onepiece.model import export_item_vectors
