@@ -146,3 +146,26 @@ def test_the_contract_refuses_bad_retrieval_rows(held_out_contexts: Path, index_
         conform(other, "retrieval", "other_source")
     with pytest.raises(ContractError, match="retrieved item"):
         conform(pa.concat_tables([rows, rows.slice(0, 1)]), "retrieval", "duplicate")
+
+
+def test_route_outcomes_share_of_clicks_and_orders(route_world: Path, held_out_contexts: Path, index_dir: Path,
+                                                   tmp_path: Path) -> None:
+    from onepiece.retrieval.outcomes import route_outcomes
+
+    run_route(held_out_contexts, index_dir, tmp_path / "a", RouteConfig(top_n=100))
+    figures = route_outcomes(str(route_world), tmp_path / "a", dt.timedelta(days=1), dt.timedelta(0))
+    assert figures["click"]["events"] > 0 and figures["order"]["events"] > 0
+    # The world clicks only what the upstream showed; the route's share is a real fraction.
+    assert figures["click"]["upstream"] == 1.0 and figures["order"]["upstream"] == 1.0
+    assert 0.0 < figures["click"]["route"] < 1.0
+    # The same share by hand.
+    t = window_start(route_world)
+    events = storage.read_table(str(route_world), "events", [t.date()])
+    rows = storage.read_partition(tmp_path / "a", "retrieval")
+    clicks = {(r, i) for r, i, e in zip(events["request_id"].to_pylist(), events["item_id"].to_pylist(),
+                                        events["event_type"].to_pylist())
+              if e == "click" and r in set(rows["request_id"].to_pylist())}
+    held = set(zip(rows["request_id"].to_pylist(), rows["item_id"].to_pylist()))
+    assert figures["click"]["route"] == pytest.approx(len(clicks & held) / len(clicks))
+    with pytest.raises(UserError, match="does not reach"):
+        route_outcomes(str(route_world), tmp_path / "a", dt.timedelta(days=1), dt.timedelta(days=3))
