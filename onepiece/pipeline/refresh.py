@@ -89,7 +89,14 @@ def _days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
 
 
 def check_inputs(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
-    """Check the run's inputs exist and conform; reset the run's staging root.
+    """``check_window``, then reset the run's staging root."""
+    checked = check_window(config, start)
+    _remove_staging(config, start)
+    return checked
+
+
+def check_window(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """Check a window's inputs exist and conform (every DAG that assembles contexts).
 
     Every file the contexts job will read (the window's candidates, the look-back's
     events, items, users, queries) is checked against the contract by the same check the
@@ -122,7 +129,6 @@ def check_inputs(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
             f"the Feast registry of {repo.repo_dir} over {root} holds no feature service: "
             "run the feature_registry DAG (or `onepiece features apply`) first"
         )
-    _remove_staging(config, start)
     return {
         "partition": partition_of(start),
         "window": [start.isoformat(), end.isoformat()],
@@ -211,18 +217,21 @@ def ensure_model_served(config: RefreshConfig) -> dict[str, Any]:
 
 def assemble_contexts(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> dict[str, Any]:
     """Build the run's context rows (Beam), side features from Feast as of T, staged."""
+    out = staging_root(config, start) / "contexts" / partition_of(start)
+    manifest = build_contexts(config, start, out, model["feature_service"])
+    return {"rows": manifest["rows"], "defaulted": manifest["defaulted"], "dropped": manifest["dropped"]}
+
+
+def build_contexts(config: RefreshConfig, start: dt.datetime, out: Path, feature_service: str) -> dict[str, Any]:
+    """The Beam contexts job for the window at ``start`` into ``out``; its manifest."""
     from onepiece.assembly.config import AssemblyConfig
     from onepiece.assembly.feast_source import FeastSideSource
     from onepiece.assembly.jobs import BeamSettings, run_contexts
 
     start, end = _window(config, start)
-    out = staging_root(config, start) / "contexts" / partition_of(start)
-    source = FeastSideSource(
-        data_root=config.data, repo_dir=config.feature_repo, feature_service=model["feature_service"]
-    )
+    source = FeastSideSource(data_root=config.data, repo_dir=config.feature_repo, feature_service=feature_service)
     beam = BeamSettings(config.beam.runner, config.beam.workers, config.beam.args)
-    manifest = run_contexts(config.data, start, end, out, AssemblyConfig(), source, beam)
-    return {"rows": manifest["rows"], "defaulted": manifest["defaulted"], "dropped": manifest["dropped"]}
+    return run_contexts(config.data, start, end, out, AssemblyConfig(), source, beam)
 
 
 # --- score ----------------------------------------------------------------------------

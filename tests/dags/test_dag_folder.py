@@ -41,7 +41,12 @@ def _inspect(tmp_path, **env) -> dict:
 def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
     found = _inspect(tmp_path, ONEPIECE_TASK_RETRIES="3", ONEPIECE_REFRESH_SCHEDULE="15 * * * *")
     assert found["errors"] == {}
-    assert set(found["dags"]) == {"prerank_refresh", "feature_registry", "model_publish", "outcomes_audit"}
+    assert set(found["dags"]) == {
+        "prerank_refresh", "feature_registry", "model_publish", "outcomes_audit", "retrieval_refresh"}
+    route = found["dags"]["retrieval_refresh"]
+    assert route["tasks"] == {"check_inputs": ["contexts"], "contexts": ["retrieve"], "retrieve": ["publish"],
+                              "publish": []}
+    assert {"item_index", "retrieval_checkpoint", "top_n", "window_minutes", "data"} <= set(route["params"])
 
     refresh = found["dags"]["prerank_refresh"]
     assert refresh["tasks"] == {

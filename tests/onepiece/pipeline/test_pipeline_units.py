@@ -265,3 +265,25 @@ def test_the_pin_command_rolls_out_an_exported_version_and_rolls_back(tmp_path):
     refused = runner.invoke(app, [*args, "--version", "3"])
     assert refused.exit_code != 0 and "version 3 is not exported" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_the_route_reuses_the_prerank_contexts_only_of_the_same_window_and_feature_service(tmp_path):
+    from onepiece.pipeline.retrieval_refresh import RetrievalRefreshConfig, _published_contexts
+
+    start = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+    partition = "dt=2026-11-03/hour=00"
+    config = RetrievalRefreshConfig.from_params({"data": str(tmp_path), "item_index": str(tmp_path / "idx")}, {})
+    assert _published_contexts(config, start, "svc") is None  # nothing published
+    contexts, scores = tmp_path / "contexts" / partition, tmp_path / "scores" / partition
+    contexts.mkdir(parents=True)
+    scores.mkdir(parents=True)
+    window = {"start": start.isoformat(), "end": (start + dt.timedelta(hours=1)).isoformat()}
+    (contexts / "_manifest.json").write_text(json.dumps({"settings": json.dumps(window)}))
+    (scores / "_manifest.json").write_text(json.dumps({"model": {"feature_service": "svc"}}))
+    assert _published_contexts(config, start, "svc") == contexts
+    assert _published_contexts(config, start, "other_svc") is None
+    six_hours = RetrievalRefreshConfig.from_params(
+        {"data": str(tmp_path), "item_index": str(tmp_path / "idx"), "window_minutes": 360}, {})
+    assert _published_contexts(six_hours, start, "svc") is None
+    with pytest.raises(UserError, match="needs an item index"):
+        RetrievalRefreshConfig.from_params({"data": str(tmp_path)}, {})

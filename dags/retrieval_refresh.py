@@ -1,0 +1,75 @@
+"""retrieval_refresh: the onePiece retrieval route for one time window, a second
+candidate source beside the upstream recall.
+
+For a run at logical date T the DAG takes the requests of [T, T + window_minutes), their
+contexts as of T (the pre-rank refresh's published ones for the same window, else built
+by the Beam contexts job), computes each request's user vector with the retrieval model
+and publishes its top-N items from the item index as ``retrieval/dt=YYYY-MM-DD/hour=HH/``:
+
+    check_inputs ─> contexts ─> retrieve ─> publish
+
+The item index (``onepiece index build --checkpoint CKPT --as-of T0``, built from item
+snapshots no newer than any T it serves) is the ``item_index`` Param or
+``$ONEPIECE_ITEM_INDEX``; the retrieval model is the index directory's parent unless
+``retrieval_checkpoint`` says otherwise. Every task body is one call into
+``onepiece.pipeline.retrieval_refresh``; only ``publish`` writes outside the run's
+staging root, so a failed run publishes nothing and a rerun writes the same bytes.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from onepiece.pipeline.config import scheduled_dag_args
+from onepiece.pipeline.dag_params import shared_params
+
+
+def _config(context):
+    from onepiece.pipeline.retrieval_refresh import RetrievalRefreshConfig
+
+    return RetrievalRefreshConfig.from_params(context["params"])
+
+
+@dag(
+    dag_id="retrieval_refresh",
+    **scheduled_dag_args("ONEPIECE_RETRIEVAL_SCHEDULE", "@hourly"),
+    params={
+        **shared_params("window_minutes", "data", "feature_repo"),
+        "item_index": Param("", type="string", description="Item index directory; empty: $ONEPIECE_ITEM_INDEX."),
+        "retrieval_checkpoint": Param(
+            "", type="string",
+            description="Retrieval model; empty: $ONEPIECE_RETRIEVAL_CHECKPOINT, else the index's parent."),
+        "top_n": Param(0, type="integer", minimum=0,
+                       description="Items per request; 0: $ONEPIECE_RETRIEVAL_TOP_N, else 200."),
+    },
+    doc_md=__doc__,
+)
+def retrieval_refresh():
+    @task
+    def check_inputs(**context) -> dict:
+        from onepiece.pipeline import retrieval_refresh as route
+
+        return route.check_inputs(_config(context), context["logical_date"])
+
+    @task
+    def contexts(inputs: dict, **context) -> dict:
+        from onepiece.pipeline import retrieval_refresh as route
+
+        return route.contexts(_config(context), context["logical_date"], inputs["feature_service"])
+
+    @task
+    def retrieve(rows: dict, **context) -> dict:
+        from onepiece.pipeline import retrieval_refresh as route
+
+        return route.retrieve(_config(context), context["logical_date"], rows["path"])
+
+    @task
+    def publish(retrieved: dict, **context) -> dict:
+        from onepiece.pipeline import retrieval_refresh as route
+
+        return route.publish(_config(context), context["logical_date"])
+
+    publish(retrieve(contexts(check_inputs())))
+
+
+retrieval_refresh()

@@ -1,0 +1,106 @@
+"""The retrieval_refresh DAG end to end: `airflow dags test` runs on a copy of the tiny
+world with real Feast and Beam, a tiny retrieval model trained here and its faiss index."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from dag_helpers import dags_test, last_run_task_states, tail
+
+from onepiece import storage
+from onepiece.contract import RETRIEVAL_SCHEMA, RETRIEVAL_SOURCE
+
+pytestmark = pytest.mark.slow
+
+T = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
+PARTITION = "dt=2026-11-03/hour=00"
+TOP_N = 25
+TINY_RETRIEVAL = dict(
+    d_model=32, n_heads=2, n_layers=1, id_dim=16, side_dim=8, item_vocab=8192, shop_vocab=64,
+    category_vocab=64, user_vocab=512, query_vocab=64, piece_vocab=256, ih_max_len=30, pa_per_group=10,
+)
+
+
+def _route_model(data: Path, out: Path) -> Path:
+    """A tiny onepiece_retrieval checkpoint trained on the days before T (seconds)."""
+    from onepiece.assembly.config import AssemblyConfig
+    from onepiece.assembly.contexts import assemble_local
+    from onepiece.assembly.side import SnapshotSideSource
+    from onepiece.model import save_checkpoint, variant_config
+    from onepiece.training.config import TrainConfig
+    from onepiece.training.loop import train
+
+    r = str(data)
+    days = [d for d in storage.list_days(r, "candidates") if d < T.date()]
+    side = SnapshotSideSource(*(storage.read_table(r, t) for t in ("items", "users", "queries")))
+    rows, _ = assemble_local(storage.read_table(r, "candidates", days), storage.read_table(r, "events"),
+                             side, AssemblyConfig())
+    result = train(variant_config("onepiece_retrieval", **TINY_RETRIEVAL),
+                   TrainConfig(epochs=1, batch_size=32, threads=1, seed=0, patience=99), rows.slice(20), rows.slice(0, 20))
+    return save_checkpoint(result.model, out)
+
+
+@pytest.fixture(scope="module")
+def route(deployment, airflow_home, tmp_path_factory):
+    """The deployment's inputs (nothing published yet), a retrieval model, its index as of T."""
+    from onepiece.features.registry import apply
+    from onepiece.features.repo import FeatureRepoConfig
+    from onepiece.retrieval.index import build_item_index
+
+    base = tmp_path_factory.mktemp("route")
+    # The deployment is shared: other DAG tests may have published into it already.
+    published = ("scores", "contexts", "serving", "_runs", "_refused", "outcomes", "retrieval")
+    shutil.copytree(deployment.data, base / "data", ignore=lambda d, names: (
+        [n for n in names if n in published] if Path(d) == deployment.data else []))
+    apply(FeatureRepoConfig(data_root=str(base / "data")))
+    checkpoint = _route_model(base / "data", base / "retrieval_model" / "1")  # version 1
+    items = storage.read_table(str(base / "data"), "items")
+    build_item_index(checkpoint, items, T, checkpoint / "item_index")
+    env = deployment.env(airflow_home, ONEPIECE_REFRESH_WINDOW_MINUTES="360", ONEPIECE_RETRIEVAL_SCHEDULE="@daily",
+                         ONEPIECE_RETRIEVAL_TOP_N=str(TOP_N), ONEPIECE_ITEM_INDEX=str(checkpoint / "item_index"))
+    env["ONEPIECE_DATA"] = str(base / "data")
+    return base / "data", checkpoint, env
+
+
+def test_the_route_publishes_top_n_items_per_request_and_a_rerun_writes_the_same_bytes(route):
+    data, _, env = route
+    first = dags_test(env, "retrieval_refresh", T.isoformat())
+    assert first.returncode == 0, tail(first)
+    final = data / "retrieval" / PARTITION
+    rows = pq.read_table(final)
+    assert rows.schema.equals(RETRIEVAL_SCHEMA, check_metadata=False)
+    counts = pc.value_counts(rows["request_id"]).field("counts").to_pylist()
+    assert counts and max(counts) == TOP_N
+    assert set(rows["recall_source"].to_pylist()) == {RETRIEVAL_SOURCE}
+    candidates = storage.read_table(str(data), "candidates", [T.date()])
+    ts = candidates["request_timestamp"]
+    in_window = pc.less(ts, pa.scalar(T + dt.timedelta(hours=6), ts.type))
+    assert set(rows["request_id"].to_pylist()) == set(candidates.filter(in_window)["request_id"].to_pylist())
+    manifest = json.loads((final / "_manifest.json").read_text())
+    before = {p.name: p.read_bytes() for p in final.glob("*.parquet")}
+
+    again = dags_test(env, "retrieval_refresh", T.isoformat())
+    assert again.returncode == 0, tail(again)
+    assert {p.name: p.read_bytes() for p in final.glob("*.parquet")} == before
+    assert json.loads((final / "_manifest.json").read_text())["run_id"] == manifest["run_id"]
+    assert not (data / "_runs" / "retrieval_refresh").exists() or not any((data / "_runs" / "retrieval_refresh").rglob("*.parquet"))
+
+
+def test_an_index_newer_than_t_is_refused_before_any_work(route, airflow_home):
+    data, checkpoint, env = route
+    from onepiece.retrieval.index import build_item_index
+
+    later = checkpoint / "item_index_later"
+    build_item_index(checkpoint, storage.read_table(str(data), "items"), T + dt.timedelta(days=1), later)
+    result = dags_test(env | {"ONEPIECE_ITEM_INDEX": str(later)}, "retrieval_refresh", "2026-11-02")
+    assert result.returncode != 0
+    assert "a backfill must not see a later catalogue" in result.stdout + result.stderr
+    assert last_run_task_states(Path(env["AIRFLOW_HOME"]), "retrieval_refresh")["check_inputs"] == "failed"
+    assert not (data / "retrieval" / "dt=2026-11-02").exists()
