@@ -115,3 +115,63 @@ class Routed(beam.PTransform):
         out = {tag: records | f"Select_{tag}" >> Select(tag) for tag in self.tags}
         out["summary"] = records | "Summary" >> beam.Filter(lambda r: r[0] in SUMMARY_TAGS)
         return out
+
+
+#: What Beam's DaskRunner replaces or translates (its overrides work on these classes).
+_DASK_TRANSLATED = (beam.Create, beam.GroupByKey, beam.Reshuffle, beam.Flatten)
+
+
+def dask_gaps(pipeline: beam.Pipeline) -> list[str]:
+    """What in ``pipeline`` the DaskRunner would drop or run wrongly, by step label.
+
+    It silently treats an untranslated primitive as a no-op, hands all tagged outputs to
+    every consumer, and never runs a sink that is not the last step; so check first.
+    """
+    from apache_beam.pipeline import PipelineVisitor
+
+    leaves: list = []
+
+    class Leaves(PipelineVisitor):
+        def visit_transform(self, node) -> None:
+            leaves.append(node)
+
+    pipeline.visit(Leaves())
+
+    def translated_by_override(node) -> bool:
+        while node is not None:
+            if type(node.transform) in _DASK_TRANSLATED:
+                return True
+            node = node.parent
+        return False
+
+    consumed = {id(v) for node in leaves for v in node.inputs}
+    consumed |= {id(si.pvalue) for node in leaves for si in node.side_inputs}
+    gaps = []
+    for node in leaves:
+        if translated_by_override(node):
+            continue
+        transform = node.transform
+        if not isinstance(transform, beam.ParDo):
+            gaps.append(f"{node.full_label}: {type(transform).__name__} is not translated")
+            continue
+        if node.side_inputs:
+            gaps.append(f"{node.full_label}: side inputs")
+        if len(node.outputs) > 1:
+            gaps.append(f"{node.full_label}: tagged outputs")
+    last = leaves[-1] if leaves else None
+    for node in leaves[:-1]:
+        if node.outputs and not any(id(v) in consumed for v in node.outputs.values()):
+            gaps.append(f"{node.full_label}: a sink before the last step (never computed)")
+    if last is not None and translated_by_override(last) is False and not isinstance(last.transform, beam.ParDo):
+        gaps.append(f"{last.full_label}: the last step is not a ParDo")
+    return gaps
+
+
+def check_runner_support(pipeline: beam.Pipeline, runner: str) -> None:
+    """Stop before running when ``runner`` cannot run ``pipeline`` as written."""
+    from onepiece.beam_options import DASK_RUNNERS
+
+    if runner in DASK_RUNNERS:
+        gaps = dask_gaps(pipeline)
+        if gaps:
+            raise RuntimeError("Beam's DaskRunner cannot run this pipeline: " + "; ".join(gaps))

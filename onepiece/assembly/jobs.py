@@ -31,7 +31,7 @@ from onepiece.assembly import transforms as T
 from onepiece.assembly.config import AssemblyConfig
 from onepiece.assembly.contexts import SideSource
 from onepiece.beam_options import pipeline_session, release
-from onepiece.beam_portable import SUMMARY_NAME, Routed, RunSummary, read_summary
+from onepiece.beam_portable import SUMMARY_NAME, Routed, RunSummary, check_runner_support, read_summary
 from onepiece.contract import CONTEXTS_SCHEMA, TRAINING_SCHEMA, ContractError, validate_manifest
 from onepiece.errors import UserError
 from onepiece.inputs import CheckedInputs, check_run_inputs
@@ -231,6 +231,7 @@ def _run(
             written = rows | "WriteShards" >> T.WriteShards(str(staging), schema)
             # Last, so that a runner computing only the final step still runs them all.
             _ = (*summary, *assembly_summary, written) | "RunSummary" >> RunSummary(str(summary_path))
+            check_runner_support(p, beam_settings.runner)  # a clear error, not a silently dropped step
         release(p.result)
         found = read_summary(summary_path)
         summary_path.unlink()

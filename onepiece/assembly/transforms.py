@@ -332,8 +332,12 @@ class WriteShardFn(beam.DoFn):
         shard, table = element
         name = shard_file_name(shard)
         tmp = f"{self.out_dir}/.{name}.tmp-{os.getpid()}"
-        write_parquet(table.cast(self.schema), tmp)
-        os.replace(tmp, f"{self.out_dir}/{name}")
+        try:
+            write_parquet(table.cast(self.schema), tmp)
+            os.replace(tmp, f"{self.out_dir}/{name}")
+        finally:  # a failed write leaves nothing behind to be published
+            if os.path.exists(tmp):
+                os.remove(tmp)
         yield WRITTEN, name
 
 

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from onepiece import storage
 from onepiece.beam_options import pipeline_session, release
-from onepiece.beam_portable import SUMMARY_NAME, Routed, RunSummary, read_summary
+from onepiece.beam_portable import SUMMARY_NAME, Routed, RunSummary, check_runner_support, read_summary
 from onepiece.contract import ContractError, validate_manifest
 from onepiece.errors import UserError
 from onepiece.serving.beam_scoring import (
@@ -191,6 +191,7 @@ def run_scoring(config: ScoreJobConfig) -> dict[str, Any]:
             _ = (
                 chunks["summary"], scored["summary"], ranked["summary"], written, dead_records
             ) | "RunSummary" >> RunSummary(str(summary_path))
+            check_runner_support(p, config.runner)  # a clear error, not a silently dropped step
         release(p.result)
         summary = read_summary(summary_path)
         summary_path.unlink()
