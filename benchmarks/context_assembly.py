@@ -1,13 +1,14 @@
 """Benchmark: context assembly with Beam against the same logic in one process.
 
-    .venv/bin/python benchmarks/context_assembly.py [--cache DIR] [--workers 2]
+    .venv/bin/python benchmarks/context_assembly.py [--cache DIR] [--workers 2] [--runner dask]
 
 On the default world (WorldConfig()) and on a world with twice the users (twice the
 requests and events, same catalogue), it builds the contexts of the live day (a refresh
 at T = live-day midnight) twice:
 
-- beam:    onepiece.assembly.jobs.run_contexts on FnApiRunner, ``--workers`` processes,
-           Parquet in and out (the production job);
+- beam:    onepiece.assembly.jobs.run_contexts on FnApiRunner (or ``--runner dask``: an
+           embedded Dask LocalCluster), ``--workers`` processes, Parquet in and out
+           (the production job);
 - single:  onepiece.assembly.contexts.assemble_local in this process (read with
            storage.read_table, DuckDB with as many threads as cores), same output.
 
@@ -58,7 +59,7 @@ def side_source(root: Path) -> SnapshotSideSource:
     )
 
 
-def measure(root: Path, config: WorldConfig, workers: int, scratch: Path) -> dict[str, float]:
+def measure(root: Path, config: WorldConfig, beam: BeamSettings, scratch: Path) -> dict[str, float]:
     live = config.day(config.days)
     start = dt.datetime.combine(live, dt.time(), dt.UTC)
     end = start + dt.timedelta(days=1)
@@ -77,7 +78,7 @@ def measure(root: Path, config: WorldConfig, workers: int, scratch: Path) -> dic
     began = time.perf_counter()
     manifest = run_contexts(
         r, start, end, scratch / root.name, side_source=source,
-        beam_settings=BeamSettings(workers=workers),
+        beam_settings=beam,
     )
     beam_s = time.perf_counter() - began
     assert manifest["rows"]["contexts"] == table.num_rows, "Beam and single-process disagree"
@@ -94,7 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=".cache/benchmarks/context_assembly")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--runner", default="FnApiRunner", help="FnApiRunner or dask")
     args = parser.parse_args()
+    beam = BeamSettings(runner=args.runner, workers=args.workers)
     logging.disable(logging.WARNING)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -103,7 +106,7 @@ def main() -> None:
     worlds = [(world(cache, base, "default"), base), (world(cache, double, "double_users"), double)]
 
     with tempfile.TemporaryDirectory() as scratch:
-        one, two = (measure(root, cfg, args.workers, Path(scratch)) for root, cfg in worlds)
+        one, two = (measure(root, cfg, beam, Path(scratch)) for root, cfg in worlds)
 
     beam_rate = one["contexts"] / one["beam_s"]
     single_rate = one["contexts"] / one["single_s"]
@@ -111,6 +114,7 @@ def main() -> None:
         "contexts": one["contexts"],
         "candidates": one["candidates"],
         "events_read": one["events_read"],
+        "runner": args.runner,
         "workers": args.workers,
         "cores": os.cpu_count(),
         "beam_s": round(one["beam_s"], 2),

@@ -14,6 +14,13 @@ so none of them runs on this offline machine; the flags are::
     --runner=DataflowRunner --project=PROJECT --region=REGION \
         --temp_location=gs://BUCKET/tmp --sdk_container_image=IMAGE
 
+Beam's DaskRunner runs the jobs on a ``dask.distributed`` cluster: runner ``dask`` (or
+``DaskRunner``) with the scheduler at ``$ONEPIECE_DASK_SCHEDULER`` (``tcp://HOST:8786``;
+or pass ``--dask_client_address``); without one, :func:`pipeline_session` starts a
+LocalCluster of ``workers`` processes on 127.0.0.1 for the run. The cluster's workers
+must import this package (same environment). See onepiece/beam_portable.py for what the
+jobs avoid so that they run there unchanged.
+
 IMAGE is a Beam Python 3.11 SDK image with this project installed (or use
 ``--extra_package=dist/onepiece_prerank-0.1.0.tar.gz``); ``--environment_type=LOOPBACK``
 runs the SDK in the submitting process, for a local Flink or Spark test cluster. On a
@@ -23,12 +30,17 @@ from the workers (shared filesystem or object store).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner"})
+DASK_RUNNERS = frozenset({"dask", "DaskRunner"})
+DASK_SCHEDULER_ENV = "ONEPIECE_DASK_SCHEDULER"
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
 
 def guard_local_data_plane() -> None:
@@ -59,8 +71,56 @@ def pipeline_options(
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if runner in DASK_RUNNERS:
+        return PipelineOptions([f"--runner={DASK_RUNNER}", *extra])
     flags = [f"--runner={runner}"]
     if runner in LOCAL_RUNNERS:
         guard_local_data_plane()  # read when the runner starts its data server
         flags += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     return PipelineOptions(flags + list(extra))
+
+
+@contextlib.contextmanager
+def pipeline_session(
+    runner: str = "FnApiRunner", workers: int = 2, extra: Sequence[str] = ()
+) -> Iterator[PipelineOptions]:
+    """PipelineOptions for one run, with what the runner needs around it.
+
+    For Dask: the scheduler of ``--dask_client_address`` or $ONEPIECE_DASK_SCHEDULER,
+    else an embedded LocalCluster of ``workers`` processes, closed after the run.
+    """
+    if runner not in DASK_RUNNERS:
+        yield pipeline_options(runner, workers, extra)
+        return
+    if any(flag.startswith("--dask_client_address") for flag in extra):
+        yield pipeline_options(runner, workers, extra)
+        return
+    address = os.environ.get(DASK_SCHEDULER_ENV)
+    if address:
+        yield pipeline_options(runner, workers, [f"--dask_client_address={address}", *extra])
+        return
+    with local_dask_cluster(workers) as address:
+        yield pipeline_options(runner, workers, [f"--dask_client_address={address}", *extra])
+
+
+@contextlib.contextmanager
+def local_dask_cluster(workers: int = 2) -> Iterator[str]:
+    """A ``dask.distributed`` LocalCluster of worker processes on 127.0.0.1; its address."""
+    try:
+        from distributed import LocalCluster
+    except ImportError as err:  # the `scale` extra of `make setup`
+        raise RuntimeError(
+            "the Dask runner needs the 'distributed' package (pip install '.[scale]')"
+        ) from err
+    with LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True,
+        host="127.0.0.1", dashboard_address="127.0.0.1:0",  # a free port, never 8787
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def release(result) -> None:
+    """Close what a finished run keeps open (the DaskRunner's client to the scheduler)."""
+    client = getattr(result, "client", None)
+    if client is not None:
+        client.close()

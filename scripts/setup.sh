@@ -24,6 +24,17 @@ if command -v dpkg >/dev/null 2>&1; then
   need_debian_package libpython3.11 /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0
 fi
 
+# The scale profile's tests start a real Redis and run Spark (pyspark needs a JVM).
+if command -v dpkg >/dev/null 2>&1; then
+  need_debian_package redis-server /usr/bin/redis-server
+  if ! command -v java >/dev/null 2>&1; then
+    need_debian_package openjdk-17-jre-headless /usr/lib/jvm/java-17-openjdk-amd64/bin/java
+  fi
+elif ! command -v redis-server >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+  echo "setup: the scale tests need redis-server and a Java 17 runtime on PATH; install them and rerun." >&2
+  exit 1
+fi
+
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "setup: $PYTHON not found; this project needs CPython 3.11." >&2
   exit 1
@@ -42,7 +53,7 @@ echo "setup: installing the project into $VENV (first run takes a few minutes)"
 # status decides.)
 set +e
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-  -c constraints.txt -e '.[test]' 2>&1 | grep -v "^WARNING: Location"
+  -c constraints.txt -e '.[test,scale]' 2>&1 | grep -v "^WARNING: Location"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" != 0 ]; then

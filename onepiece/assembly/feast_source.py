@@ -15,17 +15,27 @@ class FeastSideSource:
     """Point-in-time side features from the project's Feast repository (picklable).
 
     ``repo_dir`` None means the project's ``features/`` repo; ``data_root`` None means
-    $ONEPIECE_DATA. The keys arrive deduplicated, each with its own as_of.
+    $ONEPIECE_DATA. The keys arrive deduplicated, each with its own as_of. ``yaml_name``
+    None means the profile of $ONEPIECE_FEAST_PROFILE where the source is built (the
+    driver), so workers on a cluster use the driver's profile whatever their own
+    environment says; the profile's addresses come from the workers' environment.
     """
 
     data_root: str | None = None
     repo_dir: str | None = None
     feature_service: str | None = None
+    yaml_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.yaml_name is None:
+            from onepiece.features.repo import profile_yaml
+
+            object.__setattr__(self, "yaml_name", profile_yaml())
 
     def repo(self):
         from onepiece.features.repo import FeatureRepoConfig
 
-        kwargs = {"data_root": self.data_root}
+        kwargs = {"data_root": self.data_root, "yaml_name": self.yaml_name}
         if self.repo_dir is not None:
             kwargs["repo_dir"] = Path(self.repo_dir)
         if self.feature_service is not None:

@@ -25,19 +25,18 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics.metric import MetricsFilter
 
 from onepiece import storage
 from onepiece.assembly import transforms as T
 from onepiece.assembly.config import AssemblyConfig
 from onepiece.assembly.contexts import SideSource
-from onepiece.beam_options import pipeline_options
+from onepiece.beam_options import pipeline_session, release
+from onepiece.beam_portable import SUMMARY_NAME, Routed, RunSummary, check_runner_support, read_summary
 from onepiece.contract import CONTEXTS_SCHEMA, TRAINING_SCHEMA, ContractError, validate_manifest
 from onepiece.errors import UserError
 from onepiece.inputs import CheckedInputs, check_run_inputs
 
 MANIFEST_NAME = "_manifest.json"
-REJECTED_NAME = ".rejected.jsonl"
 _MICRO = dt.timedelta(microseconds=1)
 
 
@@ -209,31 +208,35 @@ def _run(
     run_id = hashlib.sha256(
         json.dumps([settings, inputs], sort_keys=True).encode()
     ).hexdigest()[:16]
-    options = pipeline_options(beam_settings.runner, beam_settings.workers, beam_settings.extra)
-    with storage.staged_dir(out) as staging:
-        # Rejections are written where the workers write the output (a remote runner's
-        # workers cannot reach a local temp dir); removed before publishing.
-        rejected_path = staging / REJECTED_NAME
+    with storage.staged_dir(out) as staging, pipeline_session(
+        beam_settings.runner, beam_settings.workers, beam_settings.extra
+    ) as options:
+        # The run summary (counts, rejections) is written where the workers write the
+        # output (a remote runner's workers cannot reach a local temp dir); removed
+        # before publishing.
+        summary_path = staging / SUMMARY_NAME
         with beam.Pipeline(options=options) as p:
             cands = p | "ReadCandidates" >> T.ReadContractTable("candidates", spec.cand_files)
             events = p | "ReadEvents" >> T.ReadContractTable("events", spec.ev_files)
-            cand_rows = cands.rows | "SelectWindow" >> beam.ParDo(T.SelectWindowFn(*spec.window))
-            ev_rows = events.rows
+            window = cands[T.ROWS] | "SelectWindow" >> Routed(T.SelectWindowFn(*spec.window), T.ROWS)
+            summary = [cands["summary"], events["summary"], window["summary"]]
+            ev_rows = events[T.ROWS]
             if as_of is not None:
-                ev_rows = ev_rows | "PointInTime" >> beam.ParDo(T.CutEventsFn(as_of, config.lookback))
-            rows, assembly_rejections = (cand_rows, ev_rows) | "AssembleContexts" >> T.AssembleContexts(
+                cut = ev_rows | "PointInTime" >> Routed(T.CutEventsFn(as_of, config.lookback), T.ROWS)
+                ev_rows = cut[T.ROWS]
+                summary.append(cut["summary"])
+            rows, assembly_summary = (window[T.ROWS], ev_rows) | "AssembleContexts" >> T.AssembleContexts(
                 config, as_of, side_source, schema
             )
-            _ = rows | "WriteShards" >> T.WriteShards(str(staging), schema, config.shards)
-            _ = (
-                (cands[T.REJECTED], events[T.REJECTED], assembly_rejections)
-                | "AllRejections" >> beam.Flatten()
-                | "WriteRejections"
-                >> beam.io.WriteToText(str(rejected_path), num_shards=1, shard_name_template="")
-            )
-        _raise_first_rejection(rejected_path)
-        rejected_path.unlink(missing_ok=True)
-        counters = _counters(p.result)
+            written = rows | "WriteShards" >> T.WriteShards(str(staging), schema)
+            # Last, so that a runner computing only the final step still runs them all.
+            _ = (*summary, *assembly_summary, written) | "RunSummary" >> RunSummary(str(summary_path))
+            check_runner_support(p, beam_settings.runner)  # a clear error, not a silently dropped step
+        release(p.result)
+        found = read_summary(summary_path)
+        summary_path.unlink()
+        _raise_first_rejection(found["problems"])
+        counters = found["counts"]
         _check_accounting(counters)
         manifest = _manifest(spec.table, spec.partition, run_id, began, counters, inputs, settings)
         validate_manifest(manifest, str(Path(out) / MANIFEST_NAME))
@@ -241,9 +244,8 @@ def _run(
     return manifest
 
 
-def _raise_first_rejection(path: Path) -> None:
+def _raise_first_rejection(lines: list[str]) -> None:
     """Fail the run with the first contract violation any step reported (sorted: stable)."""
-    lines = sorted(line for line in path.read_text().splitlines() if line.strip()) if path.exists() else []
     if not lines:
         return
     first = json.loads(lines[0])
@@ -264,15 +266,6 @@ def _check_accounting(counters: dict[str, int]) -> None:
             f"the Beam run lost rows: {cands_in} candidate rows in the window, {cands_used} "
             f"assembled; {requests} requests, {accounted} written or dropped"
         )
-
-
-def _counters(result: Any) -> dict[str, int]:
-    found = result.metrics().query(MetricsFilter().with_namespace(T.NAMESPACE))["counters"]
-    values: dict[str, int] = {}
-    for m in found:
-        value = m.committed if m.committed is not None else m.attempted
-        values[m.key.metric.name] = values.get(m.key.metric.name, 0) + int(value or 0)
-    return values
 
 
 def _manifest(

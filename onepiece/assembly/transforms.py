@@ -12,8 +12,10 @@ events: every step is a vectorised call on a whole batch. The data flow:
     JoinSideFeatures    per user shard: features joined, rows sorted -> final table
     WriteShards         shard i -> part-0000i-*.parquet (one file per shard)
 
-Rejections (contract violations) go to a side output, so the driver can fail the run
-with the first one, by name, before anything is published.
+Rejections (contract violations) and counts are records for the run summary
+(onepiece.beam_portable): the driver fails the run with the first rejection, by name,
+before anything is published, and builds the manifest from the counts, never from
+runner metrics. The same graph runs on the FnApiRunner and on Dask.
 """
 
 from __future__ import annotations
@@ -21,22 +23,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.io.parquetio import ReadAllFromParquetBatched, WriteToParquetBatched
-from apache_beam.metrics import Metrics
+import pyarrow.parquet as pq
 
 from onepiece.assembly import anchors, contexts, history, labels, requests, side
 from onepiece.assembly.config import AssemblyConfig
 from onepiece.assembly.sharding import concat_or_empty, split_by_shard
+from onepiece.beam_portable import PROBLEM, WRITTEN, Routed, count
 from onepiece.contract import CANDIDATES_SCHEMA, EVENTS_SCHEMA, ContractError, conform
 
-NAMESPACE = "onepiece.assembly"
-REJECTED = "rejected"
+ROWS = "rows"
 _DAY = re.compile(r"dt=(\d{4}-\d{2}-\d{2})")
 #: Candidates carry their source file, so a duplicate across files can be named.
 SOURCE = "_source"
@@ -45,10 +45,6 @@ SOURCED_CANDIDATES = pa.schema(
     + [pa.field(SOURCE, pa.dictionary(pa.int32(), pa.string()))]
 )
 IDS_REQUEST_KEYS = requests.REQUEST_SCHEMA
-
-
-def counter(name: str) -> Any:
-    return Metrics.counter(NAMESPACE, name)
 
 
 def rejection(err: ContractError) -> str:
@@ -97,16 +93,16 @@ class ConformBatches(beam.DoFn):
         try:
             conformed = conform(batch, self.table, path, day)
         except ContractError as err:
-            counter(f"rejected_{self.table}_batches").inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, rejection(err))
+            yield count(f"rejected_{self.table}_batches", 1)
+            yield PROBLEM, rejection(err)
             return
-        counter(f"{self.table}_rows_read").inc(conformed.num_rows)
+        yield count(f"{self.table}_rows_read", conformed.num_rows)
         if self.table == "candidates":
             # recall_source is not used downstream: leave it out of the shuffle.
             zeros = pa.array(np.zeros(conformed.num_rows, dtype=np.int32))
             source = pa.DictionaryArray.from_arrays(zeros, pa.array([path]))
             conformed = conformed.drop_columns(["recall_source"]).append_column(SOURCE, source)
-        yield conformed
+        yield ROWS, conformed
 
 
 class CutEventsFn(beam.DoFn):
@@ -116,8 +112,8 @@ class CutEventsFn(beam.DoFn):
         self.as_of, self.lookback = as_of, lookback
 
     def process(self, events: pa.Table):
-        counter("dropped_event_at_or_after_as_of").inc(contexts.count_at_or_after(events, self.as_of))
-        yield contexts.events_before(events, self.as_of, self.lookback)
+        yield count("dropped_event_at_or_after_as_of", contexts.count_at_or_after(events, self.as_of))
+        yield ROWS, contexts.events_before(events, self.as_of, self.lookback)
 
 
 class SelectWindowFn(beam.DoFn):
@@ -128,12 +124,29 @@ class SelectWindowFn(beam.DoFn):
 
     def process(self, cands: pa.Table):
         selected = requests.select_window(cands, self.start, self.end)
-        counter("candidates_in_window").inc(selected.num_rows)
-        yield selected
+        yield count("candidates_in_window", selected.num_rows)
+        yield ROWS, selected
+
+
+class ReadRowGroupsFn(beam.DoFn):
+    """path -> (path, one row group as a table) for each row group of the Parquet file.
+
+    Beam's FileSystems open the file, so s3:// and gs:// paths work on a cluster.
+    (Beam's parquet IO is not used: its reads go through splittable ranges and
+    Reshuffle, which the Dask runner does not translate.)
+    """
+
+    def process(self, path: str):
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            for i in range(parquet.num_row_groups):
+                yield path, parquet.read_row_group(i)
 
 
 class ReadContractTable(beam.PTransform):
-    """Read a contract table's Parquet files with Beam's parquet IO, conformed."""
+    """A contract table's Parquet files, conformed: {"rows": batches, "summary": records}."""
 
     def __init__(self, table: str, files: list[str]) -> None:
         super().__init__()
@@ -143,8 +156,8 @@ class ReadContractTable(beam.PTransform):
         return (
             pbegin
             | "ListFiles" >> beam.Create(self.files)
-            | "ReadParquet" >> ReadAllFromParquetBatched(with_filename=True)
-            | "Conform" >> beam.ParDo(ConformBatches(self.table)).with_outputs(REJECTED, main="rows")
+            | "ReadParquet" >> beam.ParDo(ReadRowGroupsFn())
+            | "Conform" >> Routed(ConformBatches(self.table), ROWS)
         )
 
 
@@ -163,7 +176,7 @@ class ShardBy(beam.PTransform):
 class AssembleUserShardsFn(beam.DoFn):
     """Per user shard: requests with CIS and IH (and labels); request keys routed by query."""
 
-    BY_QUERY = "by_query"
+    USERS, BY_QUERY = "users", "by_query"
 
     def __init__(self, config: AssemblyConfig, as_of: dt.datetime | None) -> None:
         self.config, self.as_of = config, as_of
@@ -177,21 +190,21 @@ class AssembleUserShardsFn(beam.DoFn):
         bad = list(self._violations(cands))
         if bad:
             for err in bad:
-                yield beam.pvalue.TaggedOutput(REJECTED, rejection(err))
+                yield PROBLEM, rejection(err)
             return
         training = self.as_of is None
         table = contexts.user_segments(cands, events, self.config, self.as_of, training)
-        counter("requests").inc(table.num_rows)
-        counter("candidates").inc(cands.num_rows)
+        yield count("requests", table.num_rows)
+        yield count("candidates", cands.num_rows)
         if training:
             keep = labels.has_click(table)
             dropped = table.num_rows - int(pc.sum(keep).as_py() or 0)
-            counter("dropped_request_without_click").inc(dropped)
+            yield count("dropped_request_without_click", dropped)
             table = table.filter(keep)
-        yield shard, table
+        yield self.USERS, (shard, table)
         keys = requests.request_keys(table)
         for query_shard, part in split_by_shard(keys, "query_id", self.config.shards):
-            yield beam.pvalue.TaggedOutput(self.BY_QUERY, (query_shard, part))
+            yield self.BY_QUERY, (query_shard, part)
 
     @staticmethod
     def _violations(cands: pa.Table):
@@ -255,76 +268,96 @@ def join_segments(element) -> tuple[int, pa.Table | None]:
 
 
 class FetchSideFeaturesFn(beam.DoFn):
-    """The run's unique (id, as_of) keys -> side features, in ONE call per run."""
+    """All shards' (id, as_of) keys, gathered under one key -> side features, in ONE
+    call per run (a GroupByKey, not a combiner: runs on every runner)."""
+
+    FEATURES = "features"
 
     def __init__(self, side_source: contexts.SideSource) -> None:
         self.side_source = side_source
 
-    def process(self, key_parts: list[dict[str, pa.Table]]):
-        keys = side.merge_keys(key_parts)
+    def process(self, gathered: tuple[int, list[dict[str, pa.Table] | None]]):
+        keys = side.merge_keys([part for part in gathered[1] if part is not None])
         if not any(t.num_rows for t in keys.values()):  # no requests: nothing to fetch
             features = side.DefaultSideSource()(keys)
         else:
             features = self.side_source(keys)
         for kind, n in sorted(features.unknown.items()):
-            counter(f"defaulted_unknown_{kind}").inc(int(n))
-        yield features
+            yield count(f"defaulted_unknown_{kind}", int(n))
+        yield self.FEATURES, features
 
 
 class JoinSideFeaturesFn(beam.DoFn):
-    """Per user shard: join the side features, cast to the contract, sort the rows."""
+    """Per user shard (its id-only rows grouped with the run's features): join the side
+    features, cast to the contract, sort the rows."""
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
 
-    def process(self, element, features: side.SideTables):
-        shard, table = element
+    def process(self, element):
+        shard, grouped = element
+        (table,) = grouped["ids"]
         if table is None:
-            yield shard, self.schema.empty_table()
+            yield ROWS, (shard, self.schema.empty_table())
             return
+        (features,) = grouped["features"]
         joined, missing = side.join_side_features(table, features)
         for reason, n in sorted(missing.items()):
-            counter(f"defaulted_{reason}").inc(n)
+            yield count(f"defaulted_{reason}", n)
         final = contexts.finish(joined, self.schema)
-        counter("rows_written").inc(final.num_rows)
-        yield shard, final
+        yield count("rows_written", final.num_rows)
+        yield ROWS, (shard, final)
+
+
+def shard_file_name(shard: int) -> str:
+    """The file of one output shard (the name Beam's file sinks give one file per shard)."""
+    return f"part-{shard:05d}-00000-of-00001.parquet"
+
+
+class WriteShardFn(beam.DoFn):
+    """(shard, table) -> ``<out_dir>/part-0000i-00000-of-00001.parquet``; a WRITTEN record.
+
+    Each shard is one sorted table, written in one call: the same bytes on every run and
+    runner. Written aside and renamed, so a retried bundle never leaves half a file.
+    """
+
+    def __init__(self, out_dir: str, schema: pa.Schema) -> None:
+        self.out_dir, self.schema = out_dir, schema
+
+    def process(self, element: tuple[int, pa.Table]):
+        import os
+
+        from onepiece.storage import write_parquet
+
+        shard, table = element
+        name = shard_file_name(shard)
+        tmp = f"{self.out_dir}/.{name}.tmp-{os.getpid()}"
+        try:
+            write_parquet(table.cast(self.schema), tmp)
+            os.replace(tmp, f"{self.out_dir}/{name}")
+        finally:  # a failed write leaves nothing behind to be published
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        yield WRITTEN, name
 
 
 class WriteShards(beam.PTransform):
-    """One Parquet file per shard, ``part-0000i-00000-of-00001.parquet``, same bytes on
-    every run: each shard is one sorted table, written by the bundle that holds it.
+    """One Parquet file per shard; returns the WRITTEN records for the run summary."""
 
-    ``num_shards`` is left unset on purpose: with it, Beam would group (shuffle) the
-    biggest tables of the run once more before writing; without it, each bundle writes
-    its own file, and a shard's single table makes exactly one bundle with data.
-    """
-
-    def __init__(self, out_dir: str, schema: pa.Schema, shards: int) -> None:
+    def __init__(self, out_dir: str, schema: pa.Schema) -> None:
         super().__init__()
-        self.out_dir, self.schema, self.shards = out_dir, schema, shards
+        self.out_dir, self.schema = out_dir, schema
 
     def expand(self, shard_tables):
-        parts = shard_tables | "ByShard" >> beam.Partition(lambda kv, n: kv[0], self.shards)
-        for i, part in enumerate(parts):
-            _ = (
-                part
-                | f"Table{i}" >> beam.Map(lambda kv: kv[1])
-                | f"Write{i}"
-                >> WriteToParquetBatched(
-                    f"{self.out_dir}/part-{i:05d}",
-                    schema=self.schema,
-                    codec="zstd",
-                    file_name_suffix=".parquet",
-                )
-            )
-        return parts
+        return shard_tables | "Write" >> beam.ParDo(WriteShardFn(self.out_dir, self.schema))
 
 
 class AssembleContexts(beam.PTransform):
     """Conformed candidates and events -> final context (or training) rows per shard.
 
     ``as_of`` is the refresh time T (events must already be cut to before T), or None for
-    training rows (each request is its own as_of). Returns (rows by shard, rejections).
+    training rows (each request is its own as_of). Returns (rows by shard, the summary
+    records of its steps).
     """
 
     def __init__(
@@ -357,8 +390,9 @@ class AssembleContexts(beam.PTransform):
             {"cands": cands_by_user, "events": events_by_user}
             | "GroupByUser" >> beam.CoGroupByKey()
             | "AssembleUserShards"
-            >> beam.ParDo(AssembleUserShardsFn(self.config, self.as_of)).with_outputs(
-                AssembleUserShardsFn.BY_QUERY, REJECTED, main="users"
+            >> Routed(
+                AssembleUserShardsFn(self.config, self.as_of),
+                AssembleUserShardsFn.USERS, AssembleUserShardsFn.BY_QUERY,
             )
         )
         anchor_parts = (
@@ -366,22 +400,30 @@ class AssembleContexts(beam.PTransform):
             | "GroupByQuery" >> beam.CoGroupByKey()
             | "AssembleAnchors" >> beam.ParDo(AssembleAnchorsFn(self.config))
         )
-        seed = user_parts.users.pipeline | "SeedShards" >> beam.Create(
-            [(i, None) for i in range(shards)]
-        )
+        users = user_parts[AssembleUserShardsFn.USERS]
+        seed = users.pipeline | "SeedShards" >> beam.Create([(i, None) for i in range(shards)])
         ids = (
-            {"users": user_parts.users, "anchors": anchor_parts, "seed": seed}
+            {"users": users, "anchors": anchor_parts, "seed": seed}
             | "GroupShards" >> beam.CoGroupByKey()
             | "JoinSegments" >> beam.Map(join_segments)
         )
-        features = (
+        # Every shard sends its keys (or None) under one key: exactly one fetch per run.
+        fetched = (
             ids
-            | "EntityKeys" >> beam.FlatMap(lambda kv: [] if kv[1] is None else [side.entity_keys(kv[1])])
-            | "AllKeys" >> beam.combiners.ToList()
-            | "FetchSideFeatures" >> beam.ParDo(FetchSideFeaturesFn(self.side_source))
+            | "EntityKeys" >> beam.Map(lambda kv: (0, None if kv[1] is None else side.entity_keys(kv[1])))
+            | "AllKeys" >> beam.GroupByKey()
+            | "FetchSideFeatures"
+            >> Routed(FetchSideFeaturesFn(self.side_source), FetchSideFeaturesFn.FEATURES)
         )
-        rows = ids | "JoinSideFeatures" >> beam.ParDo(
-            JoinSideFeaturesFn(self.schema), features=beam.pvalue.AsSingleton(features)
+        # The run's features go to every shard by a join, not a side input.
+        features = fetched[FetchSideFeaturesFn.FEATURES] | "ToEveryShard" >> beam.FlatMap(
+            lambda f: [(i, f) for i in range(shards)]
         )
-        return rows, user_parts[REJECTED]
+        joined = (
+            {"ids": ids, "features": features}
+            | "GroupWithFeatures" >> beam.CoGroupByKey()
+            | "JoinSideFeatures" >> Routed(JoinSideFeaturesFn(self.schema), ROWS)
+        )
+        summary = [user_parts["summary"], fetched["summary"], joined["summary"]]
+        return joined[ROWS], summary
 

@@ -11,9 +11,9 @@ from onepiece.cli.common import DataOption, console, friendly_errors, parse_day,
 
 RunnerOption = Annotated[
     str,
-    typer.Option(help="Beam runner, named explicitly (FnApiRunner, FlinkRunner, SparkRunner, DataflowRunner)."),
+    typer.Option(help="Beam runner, named explicitly (FnApiRunner, dask, FlinkRunner, SparkRunner, DataflowRunner)."),
 ]
-WorkersOption = Annotated[int, typer.Option(help="Worker processes of a local runner.")]
+WorkersOption = Annotated[int, typer.Option(help="Worker processes of a local runner (or of the embedded Dask cluster).")]
 ShardsOption = Annotated[int, typer.Option(help="Output files (fixed, so the output never depends on workers).")]
 BeamArgOption = Annotated[
     list[str] | None,

@@ -55,7 +55,11 @@ class FeatureRepoConfig:
         return root if "://" in root else os.path.abspath(root)
 
     def variables(self) -> dict[str, str]:
-        return {**self.env, DATA_ENV: self.resolved_data_root()}
+        # The profile goes with the yaml: features/data_sources.py reads it to declare
+        # SparkSources for the scale profile's Spark offline store.
+        profile = {v: k for k, v in PROFILES.items()}.get(self.yaml_name)
+        chosen = {PROFILE_ENV: profile} if profile else {}
+        return {**chosen, **self.env, DATA_ENV: self.resolved_data_root()}
 
 
 def repo_config(repo: FeatureRepoConfig):

@@ -14,7 +14,10 @@ ONEPIECE_MODEL_REPO             Triton model repository (default: the project's 
 ONEPIECE_TRITON_URLS            comma-separated Triton HOST:PORT; empty: embedded server
 ONEPIECE_TRITON_PROTOCOL        grpc (default) or http
 ONEPIECE_FEATURE_REPO           Feast feature repository (default: the project's features/)
-ONEPIECE_BEAM_RUNNER            Beam runner (default FnApiRunner; see onepiece.beam_options)
+ONEPIECE_BEAM_RUNNER            Beam runner (default FnApiRunner; dask; see onepiece.beam_options)
+ONEPIECE_DASK_SCHEDULER         dask.distributed scheduler (tcp://HOST:8786) for runner dask;
+                                empty: an embedded LocalCluster of ONEPIECE_BEAM_WORKERS
+ONEPIECE_FEAST_PROFILE          local (default) or scale (features/profiles/)
 ONEPIECE_BEAM_WORKERS           local Beam worker processes (default 2)
 ONEPIECE_BEAM_ARGS              extra Beam flags, shell-quoted (--flink_master=..., ...)
 ONEPIECE_REFRESH_WINDOW_MINUTES scoring window after the logical date (default 60)

@@ -238,7 +238,7 @@ def build_contexts(config: RefreshConfig, start: dt.datetime, out: Path, feature
 
 
 def score(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> dict[str, Any]:
-    """Score the staged contexts on Triton (Beam RunInference) into the staging root."""
+    """Score the staged contexts on Triton (Beam, RemoteModelHandler) into the staging root."""
     from onepiece.serving.score_job import ScoreJobConfig, score_window
 
     start, end = _window(config, start)

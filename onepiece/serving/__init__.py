@@ -9,8 +9,8 @@
 - ``client``: gRPC client with sharding, failover, retries and a pre-flight check.
 
 - ``fusion`` / ``scoring``: the fused pre-rank score, ranks, score rows (pure Arrow).
-- ``beam_scoring`` / ``score_job``: the Beam scoring job (RunInference with a
-  RemoteModelHandler subclass, dead letters, atomic publish); beam_jobs/score_candidates.py
+- ``beam_scoring`` / ``score_job``: the Beam scoring job (a RemoteModelHandler subclass
+  called per chunk, dead letters, atomic publish); beam_jobs/score_candidates.py
   and ``onepiece score`` run it.
 
 Shared context between the candidate groups of a request: with the paper's mask the

@@ -3,8 +3,11 @@
 Beam has no Triton model handler; :class:`TritonRankerHandler` subclasses Beam's
 ``RemoteModelHandler`` (retries with backoff and client-side throttling around
 ``request``) and calls :class:`onepiece.serving.client.TritonRankerClient` (sharding over
-servers, failover). RunInference's exception handling sends chunks that still fail to a
-dead-letter output.
+servers, failover). :class:`ScoreChunks` calls the handler per chunk, as RunInference
+would, and routes chunks that still fail to the dead letters. (RunInference itself is
+not used: its batching flushes in finish_bundle and its exception handling uses tagged
+outputs, neither of which Beam's DaskRunner carries; see onepiece/beam_portable.py.)
+Counts are COUNT records for the run summary, not runner metrics.
 
 An element is ``(shard, chunk, contexts)``: the index of the context file it came from,
 its chunk number in that file, and whole context rows (an Arrow table) sized to the
@@ -26,11 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
 
+from onepiece.beam_portable import PROBLEM, WRITTEN, count
 from onepiece.serving.client import TritonClientConfig, TritonRankerClient, TritonUnavailable
 from onepiece.serving.fusion import FusionConfig
 from onepiece.serving.scoring import ModelStamp, chunk_rows, scores_table
 
 NAMESPACE = "onepiece_scoring"
+CHUNKS, SCORED, FAILED, RANKED = "chunks", "scored", "failed", "ranked"
 Element = tuple[int, int, pa.Table]
 
 
@@ -95,16 +100,40 @@ class ReadContextChunks(beam.DoFn):
 
     def __init__(self, group_size: int, max_sequences: int) -> None:
         self.group_size, self.max_sequences = group_size, max_sequences
-        self.rows = beam.metrics.Metrics.counter(NAMESPACE, "context_rows_read")
 
-    def process(self, shard_path: tuple[int, str]) -> Iterator[Element]:
+    def process(self, shard_path: tuple[int, str]):
         from onepiece.contract import conform
 
         shard, path = shard_path
         table = conform(pq.read_table(path), "contexts", path)
-        self.rows.inc(table.num_rows)
+        yield count("context_rows_read", table.num_rows)
         for chunk, rows in enumerate(chunk_rows(table, self.group_size, self.max_sequences)):
-            yield shard, chunk, rows
+            yield CHUNKS, (shard, chunk, rows)
+
+
+class ScoreChunks(beam.DoFn):
+    """(shard, chunk, rows) -> (SCORED, PredictionResult), or (FAILED, ([element], error))
+    once the handler's retries are spent. The client opens on first use, so a fleet that
+    is down at start dead-letters its chunks like one that fails later."""
+
+    def __init__(self, handler: TritonRankerHandler) -> None:
+        self.handler = handler
+        self.client: TritonRankerClient | None = None
+
+    def process(self, element: Element):
+        try:
+            if self.client is None:
+                self.client = self.handler.create_client()
+            (result,) = self.handler.run_inference([element], self.client)
+        except Exception as err:  # noqa: BLE001 - every failure is a dead letter
+            yield FAILED, ([element], f"{type(err).__name__}: {err}")
+            return
+        yield SCORED, result
+
+    def teardown(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
 
 class FuseAndRank(beam.DoFn):
@@ -112,18 +141,16 @@ class FuseAndRank(beam.DoFn):
 
     def __init__(self, fusion: FusionConfig, model: ModelStamp, scored_at: dt.datetime) -> None:
         self.fusion, self.model, self.scored_at = fusion, model, scored_at
-        self.rows = beam.metrics.Metrics.counter(NAMESPACE, "scores_rows")
-        self.requests = beam.metrics.Metrics.counter(NAMESPACE, "requests_scored")
 
-    def process(self, result: PredictionResult) -> Iterator[tuple[int, tuple[int, pa.Table]]]:
+    def process(self, result: PredictionResult):
         shard, chunk, contexts = result.example
         table = scores_table(
             contexts, result.inference, self.fusion, self.model, self.scored_at,
             source=f"context shard {shard} chunk {chunk}",
         )
-        self.rows.inc(table.num_rows)
-        self.requests.inc(contexts.num_rows)
-        yield shard, (chunk, table)
+        yield count("scores_rows", table.num_rows)
+        yield count("requests_scored", contexts.num_rows)
+        yield RANKED, (shard, (chunk, table))
 
 
 @dataclass(frozen=True)
@@ -132,7 +159,7 @@ class ShardWriter:
 
     out_dir: str
 
-    def __call__(self, keyed: tuple[int, Iterable[tuple[int, pa.Table]]]) -> tuple[int, int]:
+    def __call__(self, keyed: tuple[int, Iterable[tuple[int, pa.Table]]]) -> tuple[str, str]:
         from onepiece.contract import SCORES_SCHEMA
         from onepiece.storage import write_parquet
 
@@ -140,19 +167,20 @@ class ShardWriter:
         parts = [table for _, table in sorted(chunks, key=lambda c: c[0])]
         table = pa.concat_tables(parts) if parts else SCORES_SCHEMA.empty_table()
         table = table.sort_by([("request_id", "ascending"), ("rank", "ascending")]).combine_chunks()
-        write_parquet(table, Path(self.out_dir) / f"part-{shard:05d}.parquet")
-        return shard, table.num_rows
+        name = f"part-{shard:05d}.parquet"
+        write_parquet(table, Path(self.out_dir) / name)
+        return WRITTEN, name
 
 
-def dead_letters(failed: tuple[Any, Any]) -> Iterator[str]:
-    """One JSON line per context row of a chunk that could not be scored."""
+def dead_letters(failed: tuple[Any, Any]) -> Iterator[tuple[str, str]]:
+    """One PROBLEM record (a JSON line) per context row of a chunk that could not be scored."""
     import json
 
     batch, error = failed
     message = str(error[1] if isinstance(error, tuple) and len(error) > 1 else error)
     for shard, chunk, contexts in batch:
         for request_id in contexts.column("request_id").to_pylist():
-            yield json.dumps(
+            yield PROBLEM, json.dumps(
                 {"request_id": request_id, "shard": shard, "chunk": chunk, "error": message},
                 sort_keys=True,
             )

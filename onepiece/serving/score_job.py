@@ -6,7 +6,7 @@
 2. A preflight against Triton pins the model version and checks its config and
    FeatureService before anything is scored.
 3. A Beam pipeline (runner named explicitly, onepiece.beam_options) reads the context
-   shards in chunks, scores them through RunInference + TritonRankerHandler, fuses the
+   shards in chunks, scores them through TritonRankerHandler (ScoreChunks), fuses the
    task probabilities into one score, ranks each request, and writes one Parquet file per
    context shard into a staging directory. Chunks that fail after every retry go to a
    dead-letter output.
@@ -26,7 +26,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +34,20 @@ from typing import Any, Literal
 import apache_beam as beam
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.ml.inference.base import RunInference
 
 from onepiece import storage
-from onepiece.beam_options import pipeline_options
+from onepiece.beam_options import pipeline_session, release
+from onepiece.beam_portable import SUMMARY_NAME, Routed, RunSummary, check_runner_support, read_summary
 from onepiece.contract import ContractError, validate_manifest
 from onepiece.errors import UserError
 from onepiece.serving.beam_scoring import (
-    NAMESPACE,
+    CHUNKS,
+    FAILED,
+    RANKED,
+    SCORED,
     FuseAndRank,
     ReadContextChunks,
+    ScoreChunks,
     ShardWriter,
     TritonRankerHandler,
     dead_letters,
@@ -137,15 +139,6 @@ def ensure_contexts(config: ScoreJobConfig, feature_service: str) -> tuple[Path,
     return where, manifest
 
 
-def _counters(result: Any) -> dict[str, int]:
-    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    totals: dict[str, int] = {}
-    for metric in found:
-        value = metric.committed if metric.committed is not None else metric.attempted
-        totals[metric.key.metric.name] = totals.get(metric.key.metric.name, 0) + int(value or 0)
-    return totals
-
-
 def _preflight(config: ScoreJobConfig) -> tuple[ModelStamp, Any]:
     with TritonRankerClient(config.client_config()) as client:
         served = client.preflight(config.expected_config_json, config.feature_service)
@@ -174,29 +167,36 @@ def run_scoring(config: ScoreJobConfig) -> dict[str, Any]:
     )
     max_sequences = served.preferred_batch_size * config.max_in_flight
     group_size = served.model_config.group_size
-    options = pipeline_options(config.runner, config.workers, config.beam_args)
-    with storage.staged_dir(final) as staging, tempfile.TemporaryDirectory() as scratch:
+    with storage.staged_dir(final) as staging, pipeline_session(
+        config.runner, config.workers, config.beam_args
+    ) as options:
+        summary_path = staging / SUMMARY_NAME  # counts and dead letters (removed below)
         with beam.Pipeline(options=options) as p:
             chunks = (
                 p
                 | "ListContextShards" >> beam.Create(list(enumerate(files)))
-                | "ReadContextChunks" >> beam.ParDo(ReadContextChunks(group_size, max_sequences))
+                | "ReadContextChunks" >> Routed(ReadContextChunks(group_size, max_sequences), CHUNKS)
             )
-            scored, failed = chunks | "ScoreOnTriton" >> RunInference(handler).with_exception_handling()
-            _ = (
-                scored
-                | "FuseAndRank" >> beam.ParDo(FuseAndRank(config.fusion, stamp, config.start))
+            scored = chunks[CHUNKS] | "ScoreOnTriton" >> Routed(ScoreChunks(handler), SCORED, FAILED)
+            ranked = scored[SCORED] | "FuseAndRank" >> Routed(
+                FuseAndRank(config.fusion, stamp, config.start), RANKED
+            )
+            written = (
+                ranked[RANKED]
                 | "GroupByShard" >> beam.GroupByKey()
                 | "WriteShards" >> beam.Map(ShardWriter(str(staging)))
             )
+            dead_records = scored[FAILED] | "DeadLetters" >> beam.FlatMap(dead_letters)
+            # Last, so that a runner computing only the final step still runs them all.
             _ = (
-                failed.failed_inferences
-                | "DeadLetters" >> beam.FlatMap(dead_letters)
-                | "WriteDeadLetters"
-                >> beam.io.WriteToText(f"{scratch}/dead", num_shards=1, shard_name_template="")
-            )
-        counters = _counters(p.result)
-        dead = sorted(Path(f"{scratch}/dead").read_text().splitlines()) if Path(f"{scratch}/dead").exists() else []
+                chunks["summary"], scored["summary"], ranked["summary"], written, dead_records
+            ) | "RunSummary" >> RunSummary(str(summary_path))
+            check_runner_support(p, config.runner)  # a clear error, not a silently dropped step
+        release(p.result)
+        summary = read_summary(summary_path)
+        summary_path.unlink()
+        counters = summary["counts"]
+        dead = summary["problems"]
         if len(dead) > config.max_failed_requests:
             _write_dead_letters(root, config.partition, dead)
             raise UserError(

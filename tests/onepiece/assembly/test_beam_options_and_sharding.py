@@ -6,7 +6,7 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
 from onepiece.assembly.sharding import shard_of, split_by_shard
-from onepiece.beam_options import pipeline_options
+from onepiece.beam_options import DASK_RUNNER, DASK_SCHEDULER_ENV, pipeline_options, pipeline_session
 
 
 def test_default_is_the_portable_local_runner_with_worker_processes():
@@ -24,6 +24,17 @@ def test_other_runners_get_only_their_own_flags():
     assert options.view_as(DirectOptions).direct_running_mode != "multi_processing"
     with pytest.raises(ValueError, match="workers"):
         pipeline_options(workers=0)
+
+
+def test_the_dask_runner_takes_its_scheduler_from_the_environment_or_a_flag(monkeypatch):
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    monkeypatch.setenv(DASK_SCHEDULER_ENV, "tcp://scheduler:8786")
+    with pipeline_session("dask") as options:
+        assert options.view_as(StandardOptions).runner == DASK_RUNNER
+        assert options.view_as(DaskOptions).address == "tcp://scheduler:8786"
+    with pipeline_session("DaskRunner", extra=["--dask_client_address=tcp://other:8786"]) as options:
+        assert options.view_as(DaskOptions).address == "tcp://other:8786"
 
 
 def test_shards_are_stable_spread_and_cover_every_row():

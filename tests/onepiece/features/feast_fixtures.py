@@ -71,3 +71,19 @@ def make_repo(base: Path, rows: dict[str, list[dict]] | None = None) -> FeatureR
     for table, table_rows in (rows or base_rows()).items():
         write_snapshots(data, table, table_rows)
     return FeatureRepoConfig(repo_dir=copy_repo(base / "features"), data_root=str(data))
+
+
+SCALE_YAML = "profiles/scale.feature_store.yaml"
+
+
+def scale_variant(local: FeatureRepoConfig, redis_address: str, registry: Path) -> FeatureRepoConfig:
+    """The same repository copy and data root under the scale profile: Spark in
+    ``local[2]``, the given Redis node, an SQLite database as the SQL registry."""
+    env = {
+        "SPARK_MASTER": "local[2]",
+        "REDIS_ADDRESS": redis_address,
+        "REGISTRY_DB_URL": f"sqlite:///{registry}",
+    }
+    return FeatureRepoConfig(
+        repo_dir=local.repo_dir, data_root=local.data_root, yaml_name=SCALE_YAML, env=env
+    )
