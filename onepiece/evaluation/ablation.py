@@ -131,10 +131,14 @@ def _sample(rows: pa.Table, n: int | None, rng: np.random.Generator) -> pa.Table
 def split_rows(
     train_rows: pa.Table, test_rows: pa.Table, cfg: AblationConfig
 ) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """(fit, valid, test): seeded subsamples; valid is held out of the training days."""
+    """(fit, valid, test): seeded subsamples; valid is held out of the training days.
+
+    The test sample has a generator of its own, so every training budget of a learning
+    curve is scored on the same test requests (it used to be drawn after the training
+    sample, from the same generator: each budget got its own test requests)."""
     rng = np.random.default_rng(cfg.seed)
     train_rows = _sample(train_rows, cfg.max_train_requests, rng)
-    test_rows = _sample(test_rows, cfg.max_test_requests, rng)
+    test_rows = _sample(test_rows, cfg.max_test_requests, np.random.default_rng((cfg.seed, 1)))
     is_valid = rng.random(train_rows.num_rows) < cfg.valid_fraction
     return (
         train_rows.filter(pa.array(~is_valid)),

@@ -4,10 +4,8 @@ Issue 17 asks whether a row is short of data or short of ability: DLRM and onePi
 stopped at epoch 1-2 of the default 1,500 training requests while the gbdt row was far
 ahead. ``learning_curve`` reruns ``run_ablation`` with ``max_train_requests`` set to each
 budget (0 or None = every training request), and keeps every row's click AUC and GAUC
-per budget; ``plot_learning_curve`` draws them. Known limit: ``split_rows`` draws the
-test sample after the training sample, so with ``max_test_requests`` set each budget is
-scored on its own sample of test requests (compare rows within a budget; across budgets
-with ``max_test_requests`` 0).
+per budget; ``plot_learning_curve`` draws them. Every budget is scored on the same test
+requests (``split_rows`` draws them with a generator of their own).
 """
 
 from __future__ import annotations

@@ -135,6 +135,9 @@ def test_split_holds_out_validation_from_the_training_days(tiny_split) -> None:
     assert set(test["request_id"].to_pylist()) <= set(test_rows["request_id"].to_pylist())
     again = ablation.split_rows(train_rows, test_rows, cfg)
     assert again[1].equals(valid)
+    # A learning curve's budgets are scored on the same test requests.
+    bigger = ablation.split_rows(train_rows, test_rows, dataclasses.replace(cfg, max_train_requests=150))
+    assert bigger[2].equals(test) and bigger[0].num_rows + bigger[1].num_rows == 150
 
 
 def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: Path) -> None:
