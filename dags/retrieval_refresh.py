@@ -6,7 +6,11 @@ contexts as of T (the pre-rank refresh's published ones for the same window, els
 by the Beam contexts job), computes each request's user vector with the retrieval model
 and publishes its top-N items from the item index as ``retrieval/dt=YYYY-MM-DD/hour=HH/``:
 
-    check_inputs ─> contexts ─> retrieve ─> publish
+    check_inputs ─> contexts ─> retrieve ─> guard ─> publish
+
+The ``guard`` task refuses a partition that misses requests, is mostly short of top_n,
+holds non-finite scores or gives every request the same list (``guard_*`` Params;
+``force_publish`` publishes anyway and records it).
 
 The item index (``onepiece index build --checkpoint CKPT --as-of T0``, built from item
 snapshots no newer than any T it serves) is the ``item_index`` Param or
@@ -21,7 +25,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from onepiece.pipeline.config import scheduled_dag_args
-from onepiece.pipeline.dag_params import shared_params
+from onepiece.pipeline.dag_params import route_guard_params, shared_params
 
 
 def _config(context):
@@ -41,6 +45,7 @@ def _config(context):
             description="Retrieval model; empty: $ONEPIECE_RETRIEVAL_CHECKPOINT, else the index's parent."),
         "top_n": Param(0, type="integer", minimum=0,
                        description="Items per request; 0: $ONEPIECE_RETRIEVAL_TOP_N, else 200."),
+        **route_guard_params(),
     },
     doc_md=__doc__,
 )
@@ -63,13 +68,20 @@ def retrieval_refresh():
 
         return route.retrieve(_config(context), context["logical_date"], rows["path"])
 
+    # A refusal is a verdict on the staged run, not a transient failure: no retries.
+    @task(retries=0)
+    def guard(retrieved: dict, **context) -> dict:
+        from onepiece.pipeline import retrieval_refresh as route
+
+        return route.guard(_config(context), context["logical_date"])
+
     @task
-    def publish(retrieved: dict, **context) -> dict:
+    def publish(verdict: dict, **context) -> dict:
         from onepiece.pipeline import retrieval_refresh as route
 
         return route.publish(_config(context), context["logical_date"])
 
-    publish(retrieve(contexts(check_inputs())))
+    publish(guard(retrieve(contexts(check_inputs()))))
 
 
 retrieval_refresh()

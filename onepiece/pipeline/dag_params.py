@@ -32,18 +32,20 @@ def shared_params(*names: str) -> dict[str, Any]:
     return {name: known[name]() for name in names}
 
 
-def guard_params() -> dict[str, Any]:
-    """The publish guard's Params (``force_publish`` and ``guard_<threshold>``), their
-    defaults and descriptions taken from ``GuardConfig``."""
+def guard_params(config_class: type | None = None, help_text: dict[str, str] | None = None) -> dict[str, Any]:
+    """A publish guard's Params (``force_publish`` and ``guard_<threshold>``), their
+    defaults taken from its config dataclass (default: the pre-rank refresh's)."""
     import dataclasses
 
     from airflow.sdk import Param
 
-    from onepiece.pipeline.guard import GuardConfig, THRESHOLD_HELP
+    from onepiece.pipeline.guard import THRESHOLD_HELP, GuardConfig
 
+    config_class = config_class or GuardConfig
+    help_text = help_text or THRESHOLD_HELP
     params: dict[str, Any] = {}
-    for field in dataclasses.fields(GuardConfig):
-        default = getattr(GuardConfig(), field.name)
+    for field in dataclasses.fields(config_class):
+        default = getattr(config_class(), field.name)
         if field.name == "force":
             params["force_publish"] = Param(
                 False, type="boolean",
@@ -51,5 +53,12 @@ def guard_params() -> dict[str, Any]:
             continue
         kind = "integer" if isinstance(default, int) else "number"
         params[f"guard_{field.name}"] = Param(
-            default, type=kind, minimum=0, description=f"Publish guard: {THRESHOLD_HELP[field.name]}")
+            default, type=kind, minimum=0, description=f"Publish guard: {help_text[field.name]}")
     return params
+
+
+def route_guard_params() -> dict[str, Any]:
+    """The retrieval route's guard Params."""
+    from onepiece.pipeline.guard import ROUTE_THRESHOLD_HELP, RouteGuardConfig
+
+    return guard_params(RouteGuardConfig, ROUTE_THRESHOLD_HELP)

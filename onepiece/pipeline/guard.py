@@ -81,15 +81,18 @@ class GuardConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> GuardConfig:
-        """Thresholds from Params named ``guard_<field>`` (and ``force_publish``); a Param
-        that is absent or None keeps the default."""
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            key = "force_publish" if field.name == "force" else f"guard_{field.name}"
-            if params.get(key) is not None:
-                kind = {"bool": bool, "int": int, "float": float}[str(field.type)]
-                values[field.name] = kind(params[key])
-        return cls(**values)
+        return config_from_params(cls, params)
+
+
+def config_from_params(cls: type, params: Mapping[str, Any]) -> Any:
+    """A guard config from Params named ``guard_<field>`` (and ``force_publish``); a
+    Param that is absent or None keeps the default."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        key = "force_publish" if field.name == "force" else f"guard_{field.name}"
+        if params.get(key) is not None:
+            values[field.name] = {"bool": bool, "int": int, "float": float}[str(field.type)](params[key])
+    return cls(**values)
 
 
 THRESHOLD_HELP: dict[str, str] = {
@@ -257,7 +260,8 @@ def evaluate(
     return checks
 
 
-def verdict(config: GuardConfig, checks: list[Check]) -> dict[str, Any]:
+def verdict(config: Any, checks: list[Check]) -> dict[str, Any]:
+    """The guard's record of a run (``config``: a guard config dataclass with ``force``)."""
     failed = [c for c in checks if not c.passed]
     return {
         "passed": not failed,
@@ -268,11 +272,11 @@ def verdict(config: GuardConfig, checks: list[Check]) -> dict[str, Any]:
     }
 
 
-def refusal_message(partition: str, checks: list[Check], report_dir: Path) -> str:
+def refusal_message(partition: str, checks: list[Check], report_dir: Path, table: str = "scores") -> str:
     failed = [c for c in checks if not c.passed]
     lines = "\n".join(f"  - {c.describe()}" for c in failed)
     return (
-        f"publish guard refused scores partition {partition} ({len(failed)} check(s) failed):\n{lines}\n"
+        f"publish guard refused {table} partition {partition} ({len(failed)} check(s) failed):\n{lines}\n"
         f"Nothing was published; the serving pointer was not moved. Report: {report_dir}. "
         "Rerun with the Param force_publish=true to publish anyway (recorded in the manifest)."
     )
@@ -280,3 +284,44 @@ def refusal_message(partition: str, checks: list[Check], report_dir: Path) -> st
 
 def write_verdict(document: dict[str, Any], directory: Path) -> None:
     (directory / GUARD_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+ROUTE_THRESHOLD_HELP: dict[str, str] = {
+    "min_coverage": "least share of the window's requests given items",
+    "max_short_share": "largest share of requests given fewer than top_n items",
+    "min_distinct_lists": "fewest distinct top-10 lists across requests",
+}
+
+
+@dataclass(frozen=True)
+class RouteGuardConfig:
+    """Thresholds of the retrieval route's publish guard (``retrieval_refresh``)."""
+
+    min_coverage: float = 0.99  # requests with retrieved items / requests of the window
+    max_short_share: float = 0.5  # requests given fewer than top_n items (a small catalogue)
+    min_distinct_lists: int = 2  # distinct top-10 lists (capped at the requests): one list for all is degenerate
+    force: bool = False
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RouteGuardConfig:
+        return config_from_params(cls, params)
+
+
+def evaluate_route(config: RouteGuardConfig, rows: pa.Table, requests: int, top_n: int) -> list[Check]:
+    """The route guard's checks on a staged retrieval partition of ``requests`` requests."""
+    counts = pc.value_counts(rows["request_id"]).field("counts").to_numpy(zero_copy_only=False)
+    served = len(counts)
+    top10 = rows.filter(pc.less_equal(rows["rank"], 10)).sort_by([("request_id", "ascending"), ("rank", "ascending")])
+    # Unthreaded grouping keeps each request's items in rank order.
+    grouped = top10.group_by("request_id", use_threads=False).aggregate([("item_id", "list")])
+    distinct = len({tuple(v) for v in grouped["item_id_list"].to_pylist()})
+    score = rows["score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    return [
+        Check("coverage", round(served / requests, 6) if requests else None, config.min_coverage, True,
+              f"{served} of {requests} requests got items"),
+        Check("short_of_top_n", round(float(np.mean(counts < top_n)), 6) if served else None,
+              config.max_short_share, False, f"share of requests given fewer than {top_n} items"),
+        Check("finite", float(np.count_nonzero(~np.isfinite(score))), 0, False, "NaN or infinite retrieval scores"),
+        Check("distinct_lists", float(distinct), float(min(config.min_distinct_lists, served)), True,
+              "distinct top-10 item lists across requests"),
+    ]

@@ -1,6 +1,6 @@
 """The ``retrieval_refresh`` DAG's tasks: the onePiece retrieval route for the window at T.
 
-    check_inputs ─> contexts ─> retrieve ─> publish
+    check_inputs ─> contexts ─> retrieve ─> guard ─> publish
 
 - ``check_inputs``: the window's contract tables (the pre-rank refresh's check), the
   item index (it loads; its item snapshots are no newer than T) and the retrieval model
@@ -11,6 +11,9 @@
   staging root, side features from Feast as of T with the retrieval model's service.
 - ``retrieve``: user vectors in-process, the top-N items per request from the item index
   (``onepiece.retrieval.route.run_route``), staged with a manifest.
+- ``guard``: refuses a staged partition that misses requests, is mostly short of top-N,
+  holds non-finite scores or gives every request the same list (``guard.evaluate_route``;
+  ``guard_*`` Params, ``force_publish``), as the pre-rank refresh's guard does.
 - ``publish``: ``retrieval/dt=YYYY-MM-DD/hour=HH/`` moved into place in one rename.
 
 Everything is staged under ``<data>/_runs/retrieval_refresh/<partition>/``, so a failed
@@ -32,6 +35,7 @@ from onepiece import storage
 from onepiece.errors import UserError
 from onepiece.pipeline import refresh
 from onepiece.pipeline.config import RefreshConfig, _abs, _int, _pick
+from onepiece.pipeline.guard import RouteGuardConfig
 from onepiece.pipeline.refresh import MANIFEST_NAME, partition_of
 
 RETRIEVAL_TABLE = "retrieval"
@@ -49,6 +53,7 @@ class RetrievalRefreshConfig:
     item_index: str
     checkpoint: str | None = None
     top_n: int = 200
+    guard: RouteGuardConfig = RouteGuardConfig()
 
     @classmethod
     def from_params(
@@ -68,6 +73,7 @@ class RetrievalRefreshConfig:
             item_index=_abs(index),
             checkpoint=_abs(checkpoint) if checkpoint else None,
             top_n=_int(_pick(params, "top_n", env, "ONEPIECE_RETRIEVAL_TOP_N"), 200, "top_n"),
+            guard=RouteGuardConfig.from_params(params),
         )
 
 
@@ -131,6 +137,28 @@ def retrieve(config: RetrievalRefreshConfig, start: dt.datetime, contexts_path: 
     if manifest["partition"] != partition_of(start):
         raise UserError(f"the contexts {contexts_path} are as of {manifest['partition']}, not {partition_of(start)}")
     return {"rows": manifest["rows"], "run_id": manifest["run_id"], "defaulted": manifest["defaulted"]}
+
+
+def guard(config: RetrievalRefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """The route's publish guard on the staged partition; the verdict goes into its
+    manifest, a refusal copies it to ``_refused/retrieval_refresh/<partition>/``."""
+    from onepiece.pipeline.guard import GuardRefused, evaluate_route, refusal_message, verdict, write_verdict
+
+    partition = partition_of(start)
+    staged = staging_root(config, start) / RETRIEVAL_TABLE
+    rows = storage.read_partition(staged, RETRIEVAL_TABLE)
+    manifest_path = staged / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    checks = evaluate_route(config.guard, rows, int(manifest["rows"]["requests"]), config.top_n)
+    document = verdict(config.guard, checks)
+    manifest["guard"] = json.dumps(document, sort_keys=True)
+    storage.write_json_atomic(manifest, manifest_path)
+    if not document["passed"] and not document["forced"]:
+        refused = Path(config.refresh.data) / "_refused" / "retrieval_refresh" / partition
+        with storage.staged_dir(refused) as out:
+            write_verdict(document, out)
+        raise GuardRefused(refusal_message(partition, checks, refused, RETRIEVAL_TABLE))
+    return {"passed": document["passed"], "forced": document["forced"], "failed": document["failed"]}
 
 
 def publish(config: RetrievalRefreshConfig, start: dt.datetime) -> dict[str, Any]:

@@ -44,9 +44,11 @@ def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
     assert set(found["dags"]) == {
         "prerank_refresh", "feature_registry", "model_publish", "outcomes_audit", "retrieval_refresh"}
     route = found["dags"]["retrieval_refresh"]
-    assert route["tasks"] == {"check_inputs": ["contexts"], "contexts": ["retrieve"], "retrieve": ["publish"],
-                              "publish": []}
-    assert {"item_index", "retrieval_checkpoint", "top_n", "window_minutes", "data"} <= set(route["params"])
+    assert route["tasks"] == {"check_inputs": ["contexts"], "contexts": ["retrieve"], "retrieve": ["guard"],
+                              "guard": ["publish"], "publish": []}
+    assert route["retries"]["guard"] == 0
+    assert {"item_index", "retrieval_checkpoint", "top_n", "window_minutes", "data", "force_publish",
+            "guard_max_short_share"} <= set(route["params"])
 
     refresh = found["dags"]["prerank_refresh"]
     assert refresh["tasks"] == {

@@ -104,3 +104,17 @@ def test_an_index_newer_than_t_is_refused_before_any_work(route, airflow_home):
     assert "a backfill must not see a later catalogue" in result.stdout + result.stderr
     assert last_run_task_states(Path(env["AIRFLOW_HOME"]), "retrieval_refresh")["check_inputs"] == "failed"
     assert not (data / "retrieval" / "dt=2026-11-02").exists()
+
+
+def test_a_route_short_of_top_n_everywhere_is_refused_and_the_published_partition_kept(route):
+    """top_n beyond the tiny catalogue: every request is short, and the guard refuses."""
+    data, _, env = route
+    final = data / "retrieval" / PARTITION
+    before = {p.name: p.read_bytes() for p in final.iterdir()} if final.is_dir() else {}
+    result = dags_test(env | {"ONEPIECE_RETRIEVAL_TOP_N": "5000"}, "retrieval_refresh", T.isoformat())
+    assert result.returncode != 0
+    states = last_run_task_states(Path(env["AIRFLOW_HOME"]), "retrieval_refresh")
+    assert states["guard"] == "failed" and states["publish"] == "upstream_failed", states
+    assert ({p.name: p.read_bytes() for p in final.iterdir()} if final.is_dir() else {}) == before
+    verdict = json.loads((data / "_refused" / "retrieval_refresh" / PARTITION / "_guard.json").read_text())
+    assert "short_of_top_n" in verdict["failed"]

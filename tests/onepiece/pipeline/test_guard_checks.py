@@ -134,3 +134,26 @@ def test_the_comparison_partition_is_the_same_hours_a_day_earlier_when_published
     assert refresh.previous_partition(str(tmp_path), "dt=2026-11-03/hour=06") == "dt=2026-11-02/hour=06"
     assert refresh.previous_partition(str(tmp_path), "dt=2026-11-03/hour=01") == "dt=2026-11-03/hour=00"
     assert refresh.previous_partition(str(tmp_path), "dt=2026-11-02/hour=06") is None
+
+
+def _route_rows(lists: list[list[int]]) -> pa.Table:
+    request = [f"r{i}" for i, items in enumerate(lists) for _ in items]
+    item = [x for items in lists for x in items]
+    rank = [r + 1 for items in lists for r in range(len(items))]
+    return pa.table({"request_id": request, "item_id": pa.array(item, pa.int64()),
+                     "rank": pa.array(rank, pa.int32()), "score": pa.array(np.linspace(1, 0, len(item)), pa.float32())})
+
+
+def test_the_route_guard_refuses_missing_requests_short_lists_and_one_list_for_all():
+    from onepiece.pipeline.guard import RouteGuardConfig, evaluate_route
+
+    def failed(rows, requests, top_n=3):
+        return {c.name for c in evaluate_route(RouteGuardConfig(), rows, requests, top_n) if not c.passed}
+
+    healthy = _route_rows([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    assert failed(healthy, 3) == set()
+    assert failed(healthy, 4) == {"coverage"}
+    assert failed(_route_rows([[1, 2], [4, 5], [7, 8, 9]]), 3) == {"short_of_top_n"}
+    assert failed(_route_rows([[1, 2, 3]] * 3), 3) == {"distinct_lists"}
+    assert RouteGuardConfig.from_params({"guard_max_short_share": 0.9, "force_publish": True}) == RouteGuardConfig(
+        max_short_share=0.9, force=True)
