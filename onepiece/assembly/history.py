@@ -33,6 +33,28 @@ def ih_events(events: pa.Table) -> pa.Table:
     )
 
 
+def last_ih_events(events: pa.Table, length: int) -> pa.Table:
+    """Each user's last ``length`` IH events in ``events`` (contract rows, newest first).
+
+    For a refresh every request shares T and its events are already cut to before T, so
+    only these rows can enter any IH: a batch keeps them before the shuffle, and the union
+    over batches still holds every user's last ``length``. Order as in the IH lists.
+    """
+    ih = events.filter(pc.is_in(events["event_type"], pa.array(IH_EVENT_TYPES)))
+    if ih.num_rows == 0:
+        return ih
+    codes = pc.index_in(ih["event_type"], pa.array(list(EVENT_TYPE_CODE)))
+    keys = pa.table({"u": ih["user_id"], "t": ih["event_timestamp"], "c": codes, "i": ih["item_id"]})
+    order = pc.sort_indices(
+        keys, [("u", "ascending"), ("t", "descending"), ("c", "descending"), ("i", "descending")]
+    ).to_numpy()
+    users = ih["user_id"].to_numpy()[order]
+    first = np.r_[True, users[1:] != users[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(users.size), 0))
+    rank = np.arange(users.size) - start  # 0 = the user's newest event
+    return ih.take(pa.array(order[rank < length]))
+
+
 def interaction_history(
     requests: pa.Table, events: pa.Table, config: AssemblyConfig, threads: int = 1
 ) -> pa.Table:

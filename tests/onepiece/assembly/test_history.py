@@ -3,14 +3,15 @@
 import datetime as dt
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import reference
-from builders import at, events, requests_table
+from builders import T0, at, events, requests_table
 
 from onepiece import storage
-from onepiece.assembly import AssemblyConfig
-from onepiece.assembly.history import interaction_history
+from onepiece.assembly import AssemblyConfig, contexts
+from onepiece.assembly.history import interaction_history, last_ih_events
 from onepiece.assembly.requests import candidate_requests
 from onepiece.contract import EVENT_TYPE_CODE
 
@@ -89,3 +90,15 @@ def test_bounded_history_equals_the_reference_on_the_tiny_world(tiny_world):
         got = interaction_history(req, ev, config)
         assert got.equals(reference.interaction_history(req, ev, config))
     assert pc.sum(pc.list_value_length(got["ih_item_id"])).as_py() > 0
+
+
+@pytest.mark.parametrize("length", [1, 5, 100])
+def test_a_refresh_capped_per_batch_before_the_shuffle_has_the_same_history(length):
+    _, ev = random_log(3)
+    ev = contexts.events_before(ev, T0, dt.timedelta(days=30))
+    req = requests_table([(f"r{u}", u, 9, T0) for u in range(1, 8)])
+    config = AssemblyConfig(ih_length=length)
+    batches = [ev.slice(0, 1000), ev.slice(1000, 7), ev.slice(1007)]
+    capped = pa.concat_tables([last_ih_events(b, length) for b in batches])
+    assert capped.num_rows <= 3 * 5 * length < ev.num_rows or length == 100
+    assert interaction_history(req, capped, config).equals(interaction_history(req, ev, config))
