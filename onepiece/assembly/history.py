@@ -68,8 +68,9 @@ def interaction_history(
     Work and memory are O(events + requests x ih_length), whatever one user holds: each
     user's events are numbered in time order, an ASOF join finds the number of the last
     one before each request, and the L rows before it are fetched by equality on
-    (user, number). Joining a request to all of its user's events instead (requests x
-    events rows) took a crawler-like user's Beam worker to 14.6 GB.
+    (user, number). Joining a request to all of its user's events instead makes
+    requests x events rows: 8.5 GB for the training job on the crawler world of
+    tests/beam_jobs/test_bounded_memory.py.
     """
     keys = pa.table(
         {
