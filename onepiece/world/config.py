@@ -19,6 +19,7 @@ _PUBLIC_NAMES = {
     "seed": "--seed",
     "candidates_per_request": "--candidates",
     "impressions_per_request": "--impressions",
+    "crawler_share": "--crawler-share",
 }
 
 
