@@ -2,14 +2,15 @@
 under a stated memory limit, measured over the whole process tree (the job's process,
 the runner and its SDK worker processes).
 
-The limit, 3 GB: on the plain tiny world the runner and its two SDK workers peak at
-about 0.85 GB; this log holds nine times the requests and events, and the bounded jobs
-add copies linear in them (the runner's shuffle, the worker holding the crawler's
-shard): about 2.4 GB for training and 1.2 GB for contexts. Joining each request to all
-of its user's (or query's) events, as before issue 22, took 8.5 GB and 4.5 GB on this
-log (docs/results.md). The sampler kills the tree at the limit, so a regression fails
-fast instead of taking the machine's memory; ONEPIECE_MEMORY_CEILING_GB raises that
-ceiling (not the limit) to measure how far an unbounded version goes.
+The limit, 4 GB, is the issue's target for any stage's process-tree peak. On the plain
+tiny world the runner and its two SDK workers peak at about 0.85 GB; this log holds nine
+times the requests and events, and the bounded jobs add copies linear in them (the
+runner's shuffle, the worker holding the crawler's shard): about 2.9 GB for training and
+1.4 GB for contexts. Joining each request to all of its user's (or query's) events, as
+before issue 22, took 8.6 GB and 4.6 GB on this log (docs/results.md). The sampler
+kills the tree at the limit, so a regression fails fast instead of taking the machine's
+memory; ONEPIECE_MEMORY_CEILING_GB raises that ceiling (not the limit) to measure how
+far an unbounded version goes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from onepiece.world import WorldConfig, generate_world
 
 pytestmark = pytest.mark.slow
 
-LIMIT_GB = 3.0
+LIMIT_GB = 4.0
 CEILING_GB = float(os.environ.get("ONEPIECE_MEMORY_CEILING_GB", LIMIT_GB))
 #: The tiny world with one account holding 90% of the requests, twice the traffic, and
 #: a higher click rate, so the crawler's history (its IH events) is long.
