@@ -5,8 +5,8 @@ the runner and its SDK worker processes).
 The limit, 4 GB, is the issue's target for any stage's process-tree peak. On the plain
 tiny world the runner and its two SDK workers peak at about 0.85 GB; this log holds nine
 times the requests and events, and the bounded jobs add copies linear in them (the
-runner's shuffle, the worker holding the crawler's shard): about 2.9 GB for training and
-1.4 GB for contexts. Joining each request to all of its user's (or query's) events, as
+runner's shuffle, the worker holding the crawler's shard): 2.9-3.2 GB for training and
+1.3-1.4 GB for contexts. Joining each request to all of its user's (or query's) events, as
 before issue 22, took 8.6 GB and 4.6 GB on this log (docs/results.md). The sampler
 kills the tree at the limit, so a regression fails fast instead of taking the machine's
 memory; ONEPIECE_MEMORY_CEILING_GB raises that ceiling (not the limit) to measure how
