@@ -28,6 +28,10 @@ ANCHOR_EVENTS_SCHEMA = pa.schema(
     ]
 )
 
+#: Joined rows (a (query, as_of) key x an anchor event in its window) ranked per DuckDB
+#: query (ours): a few hundred MB of aggregate state at most, whatever the log holds.
+JOIN_BUDGET = 2_000_000
+
 PA_SCHEMA = pa.schema(
     [
         pa.field("pa_group", pa.list_(pa.int8())),
@@ -97,23 +101,83 @@ def preference_anchors(
 
 
 def preference_anchors_from(
-    requests: pa.Table, anchor_events: pa.Table, config: AssemblyConfig, threads: int = 1
+    requests: pa.Table,
+    anchor_events: pa.Table,
+    config: AssemblyConfig,
+    threads: int = 1,
+    budget: int = JOIN_BUDGET,
 ) -> pa.Table:
-    """``preference_anchors`` on anchor events (``pa_events`` or ``anchor_counts`` rows)."""
-    keys = pa.table(
+    """``preference_anchors`` on anchor events (``pa_events`` or ``anchor_counts`` rows).
+
+    The distinct (query_id, as_of) keys are ranked in chunks of at most ``budget`` joined
+    rows (key x anchor event in its window; one key alone may exceed it), so memory stays
+    bounded when a popular query is asked at many times (training, a crawler's requests)
+    or holds a huge window of events.
+    """
+    rows = pa.table(
         {
             "_row": np.arange(requests.num_rows, dtype=np.int64),
             "query_id": requests["query_id"],
             "as_of": requests["as_of"],
-            "since": pc.subtract(requests["as_of"], pa.scalar(config.pa_window)),
         }
     )
-    con = connect(threads, keys=keys, ev=anchor_events)
+    keys = query(
+        connect(threads, rows=rows),
+        "SELECT DISTINCT query_id, as_of FROM rows ORDER BY query_id, as_of",
+    )
+    keys = keys.append_column("since", pc.subtract(keys["as_of"], pa.scalar(config.pa_window)))
+    chunk = np.cumsum(window_rows(keys, anchor_events, threads)) // max(int(budget), 1)
+    bounds = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1], True])
+    found = pa.concat_tables(
+        [_ranked(keys.slice(lo, hi - lo), anchor_events, config, threads)
+         for lo, hi in zip(bounds[:-1], bounds[1:])]  # at least one chunk, maybe empty
+    )
     table = query(
+        connect(threads, rows=rows, found=found),
+        """
+        SELECT coalesce(f.pa_group, []::TINYINT[]) AS pa_group,
+               coalesce(f.pa_item_id, []::BIGINT[]) AS pa_item_id
+        FROM rows r LEFT JOIN found f ON f.query_id = r.query_id AND f.as_of = r.as_of
+        ORDER BY r._row
+        """,
+    )
+    return table.cast(PA_SCHEMA)
+
+
+def window_rows(keys: pa.Table, anchor_events: pa.Table, threads: int = 1) -> np.ndarray:
+    """Per row of ``keys`` (query_id, as_of, since): how many anchor event rows of its
+    query lie in [since, as_of). Numbers each query's events in time order and finds the
+    two ends by ASOF joins: O(keys + events), never keys x events."""
+    con = connect(threads, keys=keys.append_column("_key", pa.array(np.arange(keys.num_rows))),
+                  ev=anchor_events)
+    sizes = query(
+        con,
+        """
+        WITH numbered AS (
+            SELECT query_id, ts, row_number() OVER (PARTITION BY query_id ORDER BY ts) AS n
+            FROM ev
+        ), last_at AS (
+            SELECT query_id, ts, max(n) AS n FROM numbered GROUP BY query_id, ts
+        ), hi AS (
+            SELECT k._key, coalesce(l.n, 0) AS n FROM keys k
+            ASOF LEFT JOIN last_at l ON k.query_id = l.query_id AND l.ts < k.as_of
+        ), lo AS (
+            SELECT k._key, coalesce(l.n, 0) AS n FROM keys k
+            ASOF LEFT JOIN last_at l ON k.query_id = l.query_id AND l.ts < k.since
+        )
+        SELECT hi.n - lo.n AS n FROM hi JOIN lo USING (_key) ORDER BY _key
+        """,
+    )
+    return sizes["n"].to_numpy().astype(np.int64)
+
+
+def _ranked(keys: pa.Table, anchor_events: pa.Table, config: AssemblyConfig, threads: int) -> pa.Table:
+    """(query_id, as_of, pa_group, pa_item_id) for the keys with any anchor in window."""
+    con = connect(threads, k=keys, ev=anchor_events)
+    return query(
         con,
         f"""
-        WITH k AS (SELECT DISTINCT query_id, as_of, since FROM keys),
-        counts AS (
+        WITH counts AS (
             SELECT k.query_id, k.as_of, e.grp, e.item_id, sum(e.n) AS n
             FROM k JOIN ev e
               ON e.query_id = k.query_id AND e.ts < k.as_of AND e.ts >= k.since
@@ -123,16 +187,10 @@ def preference_anchors_from(
             QUALIFY row_number() OVER (
                 PARTITION BY query_id, as_of, grp ORDER BY n DESC, item_id
             ) <= {int(config.pa_top_k)}
-        ), lists AS (
-            SELECT query_id, as_of,
-                   list(grp ORDER BY grp, n DESC, item_id) AS pa_group,
-                   list(item_id ORDER BY grp, n DESC, item_id) AS pa_item_id
-            FROM top GROUP BY query_id, as_of
         )
-        SELECT coalesce(l.pa_group, []::TINYINT[]) AS pa_group,
-               coalesce(l.pa_item_id, []::BIGINT[]) AS pa_item_id
-        FROM keys r LEFT JOIN lists l ON l.query_id = r.query_id AND l.as_of = r.as_of
-        ORDER BY r._row
+        SELECT query_id, as_of,
+               list(grp ORDER BY grp, n DESC, item_id) AS pa_group,
+               list(item_id ORDER BY grp, n DESC, item_id) AS pa_item_id
+        FROM top GROUP BY query_id, as_of
         """,
     )
-    return table.cast(PA_SCHEMA)

@@ -17,6 +17,9 @@ def candidate_labels(requests: pa.Table, events: pa.Table, threads: int = 1) -> 
 
     ``label_<task>[i]`` is 1 when the request's events hold a ``<task>`` event on its
     i-th candidate, else 0; lists are parallel to cand_item_id.
+
+    Events meet requests by request_id (one row per request), so the work is
+    O(events + candidates): a heavy user's other requests never join each other's events.
     """
     flat = pa.table(
         {

@@ -61,11 +61,13 @@ def rejection(err: ContractError) -> str:
     )
 
 
-def user_events(events: pa.Table, training: bool) -> pa.Table:
-    """Events the user shards need: IH types for a refresh; all types for training labels."""
+def user_events(events: pa.Table, training: bool, ih_length: int) -> pa.Table:
+    """Events the user shards need: all types for training labels; for a refresh (one T)
+    each user's last ``ih_length`` IH events of the batch, so a crawler's log is capped
+    before the shuffle."""
     if training:
         return events
-    return events.filter(pc.is_in(events["event_type"], pa.array(history.IH_EVENT_TYPES)))
+    return history.last_ih_events(events, ih_length)
 
 
 def anchor_events(events: pa.Table, as_of: dt.datetime | None, window: dt.timedelta) -> pa.Table:
@@ -378,7 +380,7 @@ class AssembleContexts(beam.PTransform):
         cands_by_user = cands | "CandsByUser" >> ShardBy("user_id", shards)
         events_by_user = (
             events
-            | "UserEvents" >> beam.Map(user_events, training)
+            | "UserEvents" >> beam.Map(user_events, training, self.config.ih_length)
             | "EventsByUser" >> ShardBy("user_id", shards)
         )
         events_by_query = (

@@ -32,6 +32,7 @@ def world(
     warmup_days: Annotated[int, typer.Option(help="Logged days before the first history day, events only (no candidates), so the first day's statistics and histories come from a log like every later day's; 0: a prior instead.")] = 7,
     candidates: Annotated[int, typer.Option(help="Recall candidates per request.")] = 200,
     impressions: Annotated[int, typer.Option(help="Impressions per request (upstream top-k).")] = 20,
+    crawler_share: Annotated[float, typer.Option(help="Share of all requests made by one crawler-like account (the most active user), e.g. 0.9 to test memory under a heavy key; 0: none.")] = 0.0,
     start_date: Annotated[str, typer.Option(help="First history day (the first with candidates; YYYY-MM-DD). The warm-up days precede it.")] = "2026-11-01",
 ) -> None:
     """Generate a synthetic search marketplace: items, users, queries, events, candidates."""
@@ -44,7 +45,7 @@ def world(
     start = parse_day(start_date, "--start-date")
     config = WorldConfig(seed=seed, n_users=users, n_items=items, n_queries=queries, days=days,
                          warmup_days=warmup_days, start_date=start, candidates_per_request=candidates,
-                         impressions_per_request=impressions)
+                         impressions_per_request=impressions, crawler_share=crawler_share)
     target = Path(data_root(out))
     check_writable(target)
 

@@ -19,6 +19,7 @@ _PUBLIC_NAMES = {
     "seed": "--seed",
     "candidates_per_request": "--candidates",
     "impressions_per_request": "--impressions",
+    "crawler_share": "--crawler-share",
 }
 
 
@@ -49,6 +50,9 @@ class WorldConfig:
     n_regions: int = 30
     requests_per_user_day: float = 3.0  # mean; per-user activity is lognormal
     profile_update_share: float = 0.02  # users whose profile changes once mid-world
+    # One crawler-like account (the most active user) made to hold this share of all
+    # requests, hence about that share of the events. 0 = off: the world is unchanged.
+    crawler_share: float = 0.0
 
     # traffic
     candidates_per_request: int = 200
@@ -92,7 +96,7 @@ class WorldConfig:
         if self.n_categories > self.n_items:
             self._fail("n_categories", f"({self.n_categories}) cannot exceed the number of items ({self.n_items})")
         shares = ("duplicate_share", "promo_share", "profile_update_share", "noise_share",
-                  "unknown_item_share", "unknown_user_share")
+                  "unknown_item_share", "unknown_user_share", "crawler_share")
         for name in shares:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -151,4 +155,6 @@ class WorldConfig:
         out = {k: int(v) if isinstance(v, numbers.Integral) else v
                for k, v in dataclasses.asdict(self).items()}
         out["start_date"] = self.start_date.isoformat()
+        if not self.crawler_share:  # off: world.json stays byte-identical to before the knob
+            del out["crawler_share"]
         return out

@@ -169,6 +169,7 @@ def _users(config: WorldConfig, catalog: Catalog, rng: np.random.Generator) -> U
                   + 0.12 * rng.normal(size=(u, d)))
     sigma = 1.0
     activity = np.exp(rng.normal(np.log(config.requests_per_user_day) - sigma**2 / 2, sigma, size=u))
+    activity = _with_crawler(activity, config.crawler_share)
     home = rng.random(u) < 0.8
     region = np.where(home, seg_regions[segment, rng.integers(0, 3, size=u)],
                       rng.integers(1, config.n_regions + 1, size=u))
@@ -183,6 +184,20 @@ def _users(config: WorldConfig, catalog: Catalog, rng: np.random.Generator) -> U
         region_id=region.astype(np.int64),
         known=_known_mask(u, config.unknown_user_share, rng),
     )
+
+
+def _with_crawler(activity: np.ndarray, share: float) -> np.ndarray:
+    """``activity`` with its most active user raised to ``share`` of all requests.
+
+    No draw from the generator, so a world without a crawler (share 0) is unchanged.
+    """
+    if share <= 0 or activity.size < 2:
+        return activity
+    crawler = int(np.argmax(activity))
+    others = activity.sum() - activity[crawler]
+    out = activity.copy()
+    out[crawler] = share / (1.0 - share) * others  # crawler / (crawler + others) = share
+    return out
 
 
 def _queries(config: WorldConfig, catalog: Catalog, rng: np.random.Generator) -> Queries:

@@ -14,12 +14,12 @@ import glob
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import LIVE_DAY, read_output, snapshot_source
+from conftest import LIVE_DAY, midnight, read_output, snapshot_source
 
 from onepiece import storage
 from onepiece.assembly import AssemblyConfig
 from onepiece.assembly.contexts import assemble_local
-from onepiece.assembly.jobs import run_trainset
+from onepiece.assembly.jobs import run_contexts, run_trainset
 
 pytestmark = pytest.mark.slow
 
@@ -52,3 +52,23 @@ def test_many_row_groups_per_file_lose_no_candidate_row(world_copy, tmp_path):
     assert manifest["rows"]["requests"] == counts.rows["requests"]
     table = read_output(out)
     assert table.num_rows > 0 and table.equals(expected)
+
+
+def test_a_refresh_capping_each_event_batch_keeps_every_history(world_copy, tmp_path):
+    """Each event batch keeps every user's last ih_length IH events before the shuffle
+    (history.last_ih_events); with a short IH and many batches the rows must still equal
+    the reference, which sees every event at once."""
+    assert rewrite_with_small_row_groups(world_copy, "events") >= 2
+    start, end = midnight(LIVE_DAY), midnight(LIVE_DAY + dt.timedelta(days=1))
+    config = AssemblyConfig(ih_length=1)  # so the cap drops rows in most batches
+    source = snapshot_source(world_copy)
+    out = tmp_path / "contexts"
+    run_contexts(str(world_copy), start, end, out, config=config, side_source=source)
+
+    root = str(world_copy)
+    cands = storage.read_table(root, "candidates", [LIVE_DAY])
+    events = storage.read_table(root, "events", [d for d in storage.list_days(root, "events") if d < LIVE_DAY])
+    expected, _ = assemble_local(cands, events, source, config, as_of=start, window=(start, end))
+    table = read_output(out)
+    assert table.num_rows > 0 and table.equals(expected)
+    assert max(len(h) for h in table["ih_item_id"].to_pylist()) == 1

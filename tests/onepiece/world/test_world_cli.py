@@ -50,6 +50,7 @@ def test_out_defaults_to_the_data_root_from_the_environment(tmp_path):
         (["--queries", "0"], "--queries"),
         (["--days", "1"], "--days"),
         (["--start-date", "yesterday"], "--start-date"),
+        (["--crawler-share", "1.5"], "--crawler-share"),
     ],
 )
 def test_a_bad_argument_exits_with_one_line_and_writes_nothing(tmp_path, args, named):

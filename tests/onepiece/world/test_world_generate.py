@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from onepiece.contract import INPUT_TABLES
+from onepiece.errors import UserError
 from onepiece.storage import list_days, read_table
 from onepiece.world import WorldConfig, generate_world
 
@@ -172,3 +173,18 @@ def test_a_failed_run_leaves_the_previous_world_untouched(tmp_path):
         generate_world(WorldConfig.tiny(6), out, progress=explode)
     assert _files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging leftovers
+
+
+def test_a_crawler_holds_its_share_of_requests_and_is_off_by_default(tmp_path, tiny_generated):
+    assert "crawler_share" not in json.loads((tiny_generated.root / "world.json").read_text())["config"]
+    config = dataclasses.replace(WorldConfig.tiny(0), crawler_share=0.8)
+    root = tmp_path / "crawler"
+    generate_world(config, root)
+    events = read_table(str(root), "events")
+    counts = pc.value_counts(events["user_id"]).to_pylist()
+    top = max(c["counts"] for c in counts)
+    assert 0.7 < top / events.num_rows < 0.9  # about its share of requests, so of events
+    document = json.loads((root / "world.json").read_text())
+    assert WorldConfig.from_json(document["config"]) == config
+    with pytest.raises(UserError, match="crawler_share"):
+        WorldConfig(crawler_share=1.0)

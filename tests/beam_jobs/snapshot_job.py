@@ -1,0 +1,31 @@
+"""Run one assembly job on the real Beam runner with snapshot side features, as a process
+of its own, so a test can measure its whole process tree (the SDK workers included).
+
+    python tests/beam_jobs/snapshot_job.py training DATA OUT FIRST_DAY LAST_DAY
+    python tests/beam_jobs/snapshot_job.py contexts DATA OUT START END
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+from onepiece import storage
+from onepiece.assembly.jobs import run_contexts, run_trainset
+from onepiece.assembly.side import SnapshotSideSource
+
+
+def main(argv: list[str]) -> None:
+    kind, data, out, first, last = argv
+    side = SnapshotSideSource(*(storage.read_table(data, t) for t in ("items", "users", "queries")))
+    if kind == "training":
+        run_trainset(data, dt.date.fromisoformat(first), dt.date.fromisoformat(last), out, side_source=side)
+    elif kind == "contexts":
+        start, end = dt.datetime.fromisoformat(first), dt.datetime.fromisoformat(last)
+        run_contexts(data, start, end, out, side_source=side)
+    else:
+        raise SystemExit(f"unknown job {kind!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
