@@ -5,7 +5,9 @@
 - ``refresh``: check_inputs, ensure_model_served, assemble_contexts, score, report,
   guard, publish, serving_table (the ``prerank_refresh`` DAG)
 - ``report``: the per-run quality report (distributions, coverage, drift)
-- ``guard``: the publish guard's checks and thresholds (between report and publish)
+- ``guard``: the publish guards' checks and thresholds (scores and retrieval partitions)
+- ``retrieval_refresh``: check_inputs, contexts, retrieve, guard, publish (the
+  ``retrieval_refresh`` DAG: the onePiece retrieval route)
 - ``pin``: the pinned model version the refresh DAG scores with
 - ``registry``: definitions_changed, plan, validate, apply, materialise (the
   ``feature_registry`` DAG)
