@@ -29,6 +29,16 @@ class Deployment:
     model_repo: Path
     checkpoint: Path
 
+    #: What runs write under the data root; the rest are the inputs.
+    OUTPUTS = ("scores", "contexts", "retrieval", "serving", "outcomes", "_runs", "_refused")
+
+    def copy_inputs(self, target: Path) -> Path:
+        """The data root without anything a run published (the deployment is shared:
+        other DAG tests may have published into it first)."""
+        shutil.copytree(self.data, target, ignore=lambda d, names: (
+            [n for n in names if n in self.OUTPUTS] if Path(d) == self.data else []))
+        return target
+
     def env(self, home: Path, **extra: str) -> dict[str, str]:
         return airflow_env(
             home,

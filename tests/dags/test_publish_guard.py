@@ -61,10 +61,7 @@ def _checks(document: dict) -> dict[str, dict]:
 def site(deployment, tmp_path_factory) -> RefreshConfig:
     """A private copy of the deployment with both healthy dates published."""
     base = tmp_path_factory.mktemp("guard")
-    # The deployment is shared: other DAG tests may have published into it already.
-    published = ("scores", "contexts", "serving", "_runs", "_refused", "outcomes")
-    shutil.copytree(deployment.data, base / "data", ignore=lambda d, names: (
-        [n for n in names if n in published] if Path(d) == deployment.data else []))
+    deployment.copy_inputs(base / "data")
     shutil.copytree(deployment.model_repo, base / "model_repo")
     config = RefreshConfig(
         data=str(base / "data"), serving=ServingConfig(model_repo=str(base / "model_repo")),

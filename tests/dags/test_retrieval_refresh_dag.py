@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -55,10 +54,7 @@ def route(deployment, airflow_home, tmp_path_factory):
     from onepiece.retrieval.index import build_item_index
 
     base = tmp_path_factory.mktemp("route")
-    # The deployment is shared: other DAG tests may have published into it already.
-    published = ("scores", "contexts", "serving", "_runs", "_refused", "outcomes", "retrieval")
-    shutil.copytree(deployment.data, base / "data", ignore=lambda d, names: (
-        [n for n in names if n in published] if Path(d) == deployment.data else []))
+    deployment.copy_inputs(base / "data")
     apply(FeatureRepoConfig(data_root=str(base / "data")))
     checkpoint = _route_model(base / "data", base / "retrieval_model" / "1")  # version 1
     items = storage.read_table(str(base / "data"), "items")
