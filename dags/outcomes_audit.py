@@ -5,7 +5,10 @@
 At logical date T the DAG audits the ``prerank_refresh`` partition of
 T - window - attribution (the newest run whose outcomes are all logged by T): AUC and
 GAUC per task head, calibration (mean predicted against realised rate, a reliability
-plot) and the share of clicks and orders the fused score kept in each request's top k.
+plot) and the share of clicks and orders the fused score kept in each request's top k;
+when ``retrieval_refresh`` published the same partition, also the share of the window's
+clicked and ordered items the route retrieved beside the upstream candidates' share
+(reported absent otherwise, not an error).
 It writes ``outcomes/dt=.../hour=.../`` (``outcomes.json``, ``reliability.png``) and
 never touches the scores. Schedule: ``$ONEPIECE_AUDIT_SCHEDULE`` (default hourly, like
 the refresh). The task body is one call into ``onepiece.pipeline.audit``.

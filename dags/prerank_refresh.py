@@ -3,9 +3,15 @@
 For a run at logical date T (the window start) the DAG scores the candidates requested
 in [T, T + window_minutes) as of T, and publishes ``scores/dt=YYYY-MM-DD/hour=HH/``:
 
-    check_inputs ──┐
-                   ├─> assemble_contexts ─> score ─> report ─> guard ─> publish ─> serving_table
-    ensure_model_served
+    check_inputs ─> merge_retrieval ──┐
+                                      ├─> assemble_contexts ─> score ─> report ─> guard ─> publish ─> serving_table
+    ensure_model_served ──────────────┘
+
+With the ``merge_retrieval`` Param (off by default) the run scores the upstream candidates
+merged with the retrieval route's published ``retrieval/<partition>/`` of the same window
+(run ``retrieval_refresh`` for T first): every upstream candidate once, plus the route's
+new items; each score row's ``recall_source`` says which, and the scores manifest's
+``merge`` field holds the counts. A missing retrieval partition fails ``check_inputs``.
 
 The ``guard`` task refuses a staged partition that fails a check (coverage, request
 volume, defaulted side features, degenerate scores, drift, served vs in-process scores;
@@ -54,7 +60,7 @@ def _config(context):
     dag_id="prerank_refresh",
     **scheduled_dag_args("ONEPIECE_REFRESH_SCHEDULE", "@hourly"),
     params={
-        **shared_params("window_minutes", "data", "model_repo", "triton_urls", "feature_repo"),
+        **shared_params("window_minutes", "data", "model_repo", "triton_urls", "feature_repo", "merge_retrieval"),
         "model_version": Param(0, type="integer", minimum=0,
                                description="Model version to score with; 0: the pinned one."),
         "beam_runner": Param("", type="string", description="Beam runner; empty: $ONEPIECE_BEAM_RUNNER, else FnApiRunner."),
@@ -77,7 +83,13 @@ def prerank_refresh():
         return refresh.ensure_model_served(_config(context))
 
     @task
-    def assemble_contexts(inputs: dict, model: dict, **context) -> dict:
+    def merge_retrieval(inputs: dict, **context) -> dict:
+        from onepiece.pipeline import refresh
+
+        return refresh.merge_retrieval(_config(context), context["logical_date"])
+
+    @task
+    def assemble_contexts(merged: dict, model: dict, **context) -> dict:
         from onepiece.pipeline import refresh
 
         return refresh.assemble_contexts(_config(context), context["logical_date"], model)
@@ -115,7 +127,7 @@ def prerank_refresh():
 
     inputs = check_inputs()
     model = ensure_model_served()
-    contexts = assemble_contexts(inputs, model)
+    contexts = assemble_contexts(merge_retrieval(inputs), model)
     scored = score(contexts, model)
     serving_table(publish(guard(report(scored, inputs))))
 

@@ -4,7 +4,8 @@ A damaged input must stop a run with one line that names the table, the file, th
 column and the first bad row, not with a worker's traceback after the pipeline started.
 :func:`check_run_inputs` is that one check; the assembly drivers (every CLI command and
 DAG that starts a Beam job goes through them) and the refresh DAG's ``check_inputs``
-task call it. For each file:
+task call it; :func:`check_partition` checks one published partition a run reads (the
+retrieval route's, when the refresh merges it). For each file:
 
 1. it opens as Parquet (a truncated or non-Parquet file is named);
 2. its schema has the contract's columns, with types that cast to the contract's
@@ -22,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +33,7 @@ import pyarrow.parquet as pq
 from onepiece import storage
 from onepiece.contract import TABLES, ContractError, conform
 from onepiece.contract.validate import duplicate_error, first_repeat
+from onepiece.errors import UserError
 
 SIDE_TABLES: tuple[str, ...] = ("items", "users", "queries")
 
@@ -67,12 +70,15 @@ def check_run_inputs(
     candidate_days: list[dt.date],
     event_days: list[dt.date],
     side_tables: tuple[str, ...] = SIDE_TABLES,
+    candidates_root: str | None = None,
 ) -> CheckedInputs:
     """Check the candidates of ``candidate_days``, the events of ``event_days`` and the
-    side-feature tables; raise ContractError at the first violation."""
+    side-feature tables; raise ContractError at the first violation. ``candidates_root``
+    holds the ``candidates/`` table when it is not ``root``'s (a refresh's merged
+    candidates, staged under its run root)."""
     began = time.monotonic()
     tables = (
-        check_table(root, "candidates", candidate_days),
+        check_table(candidates_root or root, "candidates", candidate_days),
         check_table(root, "events", event_days),
     ) + tuple(check_table(root, name) for name in side_tables)
     return CheckedInputs(tables, round(time.monotonic() - began, 3))
@@ -102,6 +108,27 @@ def check_table(root: str, table: str, days: list[dt.date] | None = None) -> Tab
             _check_unique(keys, files, table)
     every_file = tuple(f for files, _ in partitions for f in files)
     return TableFiles(table, every_file, rows, tuple(days or ()))
+
+
+def check_partition(directory: str, table: str) -> TableFiles:
+    """Check one published partition of ``table`` (``<table>/dt=.../hour=.../`` with its
+    ``_manifest.json``, e.g. the retrieval route's): it must be there, and every file
+    and its unique key conform. A missing partition is named."""
+    spec = TABLES[table]
+    if not (Path(directory) / "_manifest.json").is_file():
+        raise UserError(f"{directory}: the {table} partition is not published (no _manifest.json)")
+    files = sorted(str(p) for p in Path(directory).glob("*.parquet"))
+    if not files:
+        raise ContractError(table, directory, "partition holds no Parquet files")
+    rows, keys = 0, []
+    for path in files:
+        checked = _check_file(path, table, None)
+        rows += checked.num_rows
+        if spec.unique is not None:
+            keys.append(checked.select(list(spec.unique.columns)))
+    if spec.unique is not None:
+        _check_unique(keys, files, table)
+    return TableFiles(table, tuple(files), rows)
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:

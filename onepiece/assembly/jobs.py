@@ -90,14 +90,16 @@ def event_days(root: str, first: dt.date, last: dt.date, optional_last: bool = F
 
 
 def check_contexts_inputs(
-    root: str, start: dt.datetime, end: dt.datetime, config: AssemblyConfig = AssemblyConfig()
+    root: str, start: dt.datetime, end: dt.datetime, config: AssemblyConfig = AssemblyConfig(),
+    candidates_root: str | None = None,
 ) -> CheckedInputs:
     """Check every file a contexts run of [start, end) reads: the candidates of the
-    window's days, the events of the look-back before T = start, the side tables."""
+    window's days (under ``candidates_root`` when given), the events of the look-back
+    before T = start, the side tables."""
     start, end = _utc(start), _utc(end)
     cand_days = _days(start.date(), (end - _MICRO).date())
     ev_days = event_days(root, (start - config.lookback).date(), (start - _MICRO).date())
-    return check_run_inputs(root, cand_days, ev_days)
+    return check_run_inputs(root, cand_days, ev_days, candidates_root=candidates_root)
 
 
 def check_trainset_inputs(
@@ -134,17 +136,20 @@ def run_contexts(
     config: AssemblyConfig = AssemblyConfig(),
     side_source: SideSource | None = None,
     beam_settings: BeamSettings = BeamSettings(),
+    candidates_root: str | None = None,
 ) -> dict[str, Any]:
     """Context rows for the candidate requests with request_timestamp in [start, end).
 
     Every row is as of T = start: IH, PA and side features use only what was observed
-    strictly before T. Returns the manifest written beside the rows.
+    strictly before T. The candidates come from ``candidates_root``'s ``candidates/``
+    table when given (a refresh's merged candidates), else from ``data``'s. Returns the
+    manifest written beside the rows.
     """
     start, end = _utc(start), _utc(end)
     if end <= start:
         raise UserError(f"--end ({end.isoformat()}) must be after --start ({start.isoformat()})")
     root = storage.data_root(data)
-    checked = check_contexts_inputs(root, start, end, config)
+    checked = check_contexts_inputs(root, start, end, config, candidates_root)
     spec = JobSpec(
         "contexts", CONTEXTS_SCHEMA, checked.files("candidates"), checked.files("events"),
         (start, end), start,

@@ -22,7 +22,7 @@ def outcomes(
 ) -> None:
     """Measure published scores against the impressions, clicks, carts and orders that followed: AUC/GAUC and calibration per task head, and what the pre-rank's top-k kept.
 
-    Run it once the events of the window (plus --attribution-hours) are logged. Writes <data>/outcomes/<partition>/outcomes.json and reliability.png (atomically); the scores partition itself is never changed.
+    Run it once the events of the window (plus --attribution-hours) are logged. When the retrieval route published the same partition, also the share of the clicked and ordered items it retrieved beside the upstream candidates'. Writes <data>/outcomes/<partition>/outcomes.json and reliability.png (atomically); the scores partition itself is never changed.
     """  # noqa: E501 (typer rewraps the help text itself)
     import datetime as dt
 
@@ -55,4 +55,14 @@ def outcomes(
         f"top {fused['top_k']} kept {fmt(fused['click_kept_in_top_k'])} of the clicks and "
         f"{fmt(fused['order_kept_in_top_k'])} of the orders (a random cut keeps {fmt(fused['random_top_k_share'])})"
     )
+    route = figures["retrieval"]
+    if route["published"]:
+        console.print(
+            f"retrieval route ({route['partition']}, {route['requests']:,} requests): it retrieved "
+            f"{fmt(route['click']['route'])} of the {route['click']['events']:,} clicked and "
+            f"{fmt(route['order']['route'])} of the {route['order']['events']:,} ordered items; the upstream "
+            f"candidates held {fmt(route['click']['upstream'])} and {fmt(route['order']['upstream'])}"
+        )
+    else:
+        console.print(f"retrieval route: {route['partition']} is not published (no route figures)")
     console.print(f"written to {root}/outcomes/{partition}/")

@@ -135,7 +135,12 @@ CANDIDATES_SCHEMA: Final = pa.schema(
         pa.field("recall_source", pa.string()),  # optional column
     ]
 )
-OPTIONAL_COLUMNS: Final[dict[str, frozenset[str]]] = {"candidates": frozenset({"recall_source"})}
+#: Columns a reader fills with nulls when a file lacks them (scores published before the
+#: refresh recorded each candidate's source).
+OPTIONAL_COLUMNS: Final[dict[str, frozenset[str]]] = {
+    "candidates": frozenset({"recall_source"}),
+    "scores": frozenset({"recall_source"}),
+}
 
 # ---------------------------------------------------------------------------
 # Context rows (intermediate, one row per request)
@@ -196,6 +201,11 @@ SCORES_SCHEMA: Final = pa.schema(
         pa.field("model_version", pa.int32(), nullable=False),
         pa.field("feature_service", pa.string(), nullable=False),
         pa.field("scored_at", TIMESTAMP, nullable=False),
+        # The candidate's source, as the candidates the refresh scored say: the upstream's
+        # own recall_source (UPSTREAM_SOURCE where it has none), or RETRIEVAL_SOURCE for an
+        # item the retrieval route added (the merge_retrieval option). Null when the rows
+        # were scored outside the refresh (``onepiece score``).
+        pa.field("recall_source", pa.string()),
     ]
 )
 
@@ -205,6 +215,8 @@ SCORES_SCHEMA: Final = pa.schema(
 
 #: The ``recall_source`` of the onePiece retrieval route's rows (candidates' optional column).
 RETRIEVAL_SOURCE: Final = "onepiece_retrieval"
+#: The ``recall_source`` of an upstream candidate that names none (merges and scores).
+UPSTREAM_SOURCE: Final = "upstream"
 
 #: Top-N items per request from the ANN index, best first: ``score`` is <r_k, z_v> (the
 #: click step's user vector against the item vector), ``rank`` starts at 1; ``as_of`` is
@@ -254,6 +266,9 @@ MANIFEST_SCHEMA: Final = pa.schema(
         ),
         pa.field("settings", pa.string()),  # JSON text: run configuration (fusion weights, ...)
         pa.field("guard", pa.string()),  # JSON text: the publish guard's verdict (scores only)
+        # JSON text: the retrieval partition merged into the scored candidates and the
+        # merge's counts (scores of a refresh with merge_retrieval only).
+        pa.field("merge", pa.string()),
     ]
 )
 

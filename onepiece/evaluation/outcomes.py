@@ -13,7 +13,10 @@ item, events within ``attribution`` after the window's end) and measures, per ta
   rule, ``label_outcomes``: this is where a user sees how close they come);
 - for the fused pre-rank score: AUC against click and order, and the share of clicked
   and ordered candidates the pre-rank kept in its top ``top_k`` of each request, beside
-  what a random cut of the same size keeps.
+  what a random cut of the same size keeps;
+- for the retrieval route, when it published the partition of the same window: the
+  share of the window's clicked and ordered items it retrieved, beside the upstream
+  candidates' share (``retrieval``; ``published: false`` when it did not).
 
 The audit never changes the partition (it is identical to what the scheduled run
 wrote); it is published beside it as ``outcomes/dt=.../hour=.../`` (``outcomes.json``,
@@ -195,9 +198,13 @@ def _plot(figures: dict[str, Any], path: Path, title: str) -> None:
 def audit_partition(data: str, partition: str, config: OutcomesConfig = OutcomesConfig()) -> dict[str, Any]:
     """Measure a published scores partition against what followed; publish the figures
     under ``<data>/outcomes/<partition>/`` atomically and return them."""
+    from onepiece.retrieval.outcomes import partition_outcomes
+
     rows, window = labelled_scores(data, partition, config)
     figures = {"partition": partition, "window": window,
                "attribution_hours": config.attribution.total_seconds() / 3600} | outcome_figures(rows, config)
+    span = dt.datetime.fromisoformat(window["end"]) - dt.datetime.fromisoformat(window["start"])
+    figures["retrieval"] = partition_outcomes(data, partition, span, config.attribution)
     with storage.staged_dir(Path(data) / "outcomes" / partition) as staging:
         (staging / OUTCOMES_JSON).write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
         _plot(figures, staging / RELIABILITY_PNG, f"scores/{partition}: reliability against realised outcomes")

@@ -4,7 +4,9 @@ At logical date T it audits the prerank_refresh partition of T - window - attrib
 the newest run whose requests and attribution horizon are both in the past, so every
 outcome it counts is already logged. The work is ``onepiece.evaluation.outcomes``
 (``onepiece outcomes`` on the command line); the figures land in
-``<data>/outcomes/<partition>/`` and the scores partition is never touched.
+``<data>/outcomes/<partition>/`` and the scores partition is never touched. When the
+retrieval route published the same partition, the click and order shares it retrieved
+are reported beside the upstream candidates'; otherwise it is reported absent.
 """
 
 from __future__ import annotations
@@ -36,4 +38,14 @@ def audit(config: AuditConfig, logical_date: dt.datetime) -> dict[str, Any]:
         "click_auc": figures["tasks"]["click"]["auc"],
         "click_predicted_over_realised": figures["tasks"]["click"]["predicted_over_realised"],
         "clicks_kept_in_top_k": figures["score"]["click_kept_in_top_k"],
+        "retrieval": _route_headline(figures["retrieval"]),
     }
+
+
+def _route_headline(route: dict[str, Any]) -> dict[str, Any]:
+    """The route's click and order shares beside the upstream's, or that it is absent."""
+    if not route["published"]:
+        return {"partition": route["partition"], "published": False}
+    return {"partition": route["partition"], "published": True,
+            **{f"{kind}_share_{source}": route[kind][source]
+               for kind in ("click", "order") for source in ("route", "upstream")}}

@@ -21,6 +21,8 @@ ONEPIECE_FEAST_PROFILE          local (default) or scale (features/profiles/)
 ONEPIECE_BEAM_WORKERS           local Beam worker processes (default 2)
 ONEPIECE_BEAM_ARGS              extra Beam flags, shell-quoted (--flink_master=..., ...)
 ONEPIECE_REFRESH_WINDOW_MINUTES scoring window after the logical date (default 60)
+ONEPIECE_REFRESH_MERGE_RETRIEVAL true: the refresh scores the upstream candidates merged
+                                with the retrieval route's partition (default false)
 ONEPIECE_MAX_FAILED_REQUESTS    dead-lettered requests tolerated per run (default 0)
 ONEPIECE_AUDIT_ATTRIBUTION_HOURS how long after a window its outcomes count (default 6;
                                 the audit, and model_publish's calibration labels)
@@ -52,6 +54,16 @@ def _pick(params: Mapping[str, Any], key: str, env: Mapping[str, str], env_key: 
     if value not in (None, "", 0):
         return str(value)
     return env.get(env_key, "")
+
+
+def _bool(text: str, name: str) -> bool:
+    """A switch: true/1/yes or false/0/no (any case); '' is false."""
+    value = str(text).strip().lower()
+    if value in ("", "false", "0", "no"):
+        return False
+    if value in ("true", "1", "yes"):
+        return True
+    raise UserError(f"{name} must be true or false, got {text!r}")
 
 
 def _int(text: str, default: int, name: str) -> int:
@@ -138,7 +150,9 @@ class RefreshConfig:
     """One pre-rank refresh: score the candidates of [T, T + window) as of T.
 
     ``model_version`` None scores with the pinned version (``onepiece.pipeline.pin``),
-    else the newest exported (embedded) or ready (remote) one.
+    else the newest exported (embedded) or ready (remote) one. ``merge_retrieval`` scores
+    the upstream candidates merged with the retrieval route's published partition of the
+    same window (``onepiece.retrieval.merge``); the run fails when it is missing.
     """
 
     data: str
@@ -149,6 +163,7 @@ class RefreshConfig:
     beam: BeamConfig = BeamConfig()
     max_failed_requests: int = 0
     guard: GuardConfig = GuardConfig()
+    merge_retrieval: bool = False
 
     def __post_init__(self) -> None:
         if self.window <= dt.timedelta(0):
@@ -173,6 +188,8 @@ class RefreshConfig:
                 "max_failed_requests",
             ),
             guard=GuardConfig.from_params(params),
+            merge_retrieval=_bool(
+                _pick(params, "merge_retrieval", env, "ONEPIECE_REFRESH_MERGE_RETRIEVAL"), "merge_retrieval"),
         )
 
 

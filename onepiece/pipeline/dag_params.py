@@ -1,6 +1,6 @@
 """The Airflow Params several DAGs declare, described once.
 
-An empty string or 0 means "not set here": the environment variable named in the
+An empty string, 0 or false means "not set here": the environment variable named in the
 description decides, else the embedded default (``onepiece.pipeline.config``).
 """
 
@@ -25,6 +25,11 @@ def shared_params(*names: str) -> dict[str, Any]:
             description="Comma-separated Triton HOST:PORT; empty: $ONEPIECE_TRITON_URLS, else an embedded server."),
         "feature_repo": lambda: Param(
             "", type="string", description="Feast repository; empty: $ONEPIECE_FEATURE_REPO, else features/."),
+        "merge_retrieval": lambda: Param(
+            False, type="boolean",
+            description="Score the upstream candidates merged with retrieval/<partition>/ of the same window "
+                        "(the retrieval_refresh run must be published first); false: "
+                        "$ONEPIECE_REFRESH_MERGE_RETRIEVAL, else off."),
     }
     unknown = sorted(set(names) - set(known))
     if unknown:

@@ -7,16 +7,23 @@ assembly job's rule), so a backfill of an old date writes what the scheduled run
 Everything a run produces is staged under ``<data>/_runs/prerank_refresh/<partition>/``
 (a root that readers ignore) and only the ``publish`` task moves it into place:
 
-    check_inputs ──┐
-                   ├─> assemble_contexts ─> score ─> report ─> guard ─> publish ─> serving_table
-    ensure_model_served
+    check_inputs ─> merge_retrieval ──┐
+                                      ├─> assemble_contexts ─> score ─> report ─> guard ─> publish ─> serving_table
+    ensure_model_served ──────────────┘
 
+- ``merge_retrieval`` (the ``merge_retrieval`` option; a no-op when it is off) merges the
+  window's upstream candidates with the retrieval route's published partition of the
+  same window (``onepiece.retrieval.merge``) into the staging root's ``candidates/``,
+  which the contexts job then reads; ``check_inputs`` has checked that partition, and a
+  missing one fails the run by name (no silent fallback to the upstream alone).
 - ``assemble_contexts`` runs the Beam contexts job; the side features are fetched from
   Feast INSIDE that job (``onepiece.assembly.feast_source.FeastSideSource``, one
   point-in-time query per entity kind as of T), so there is no separate feature task.
 - ``score`` starts the embedded tritonserver for the duration of the Beam scoring job
   (Airflow tasks are separate processes, a server cannot outlive its task), or uses the
-  configured Triton URLs, and writes the scores partition into the staging root.
+  configured Triton URLs, and writes the scores partition into the staging root; each
+  row's ``recall_source`` comes from the candidates the run scored, and a merged run's
+  manifest records the merge (``merge``: the retrieval partition and its MergeCounts).
 - ``guard`` checks the staged partition (coverage, volume, defaulted side features,
   degenerate scores, drift, served vs in-process scores on a sample;
   ``onepiece.pipeline.guard``) and refuses to let it be published when a check fails,
@@ -43,7 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from onepiece import storage
-from onepiece.contract import SCORES_SCHEMA, ContractError, validate_manifest
+from onepiece.contract import SCORES_SCHEMA, ContractError, conform, validate_manifest
 from onepiece.contract.schemas import TIMESTAMP
 from onepiece.errors import UserError
 from onepiece.pipeline.config import RefreshConfig, as_utc
@@ -89,10 +96,90 @@ def _days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
 
 
 def check_inputs(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
-    """``check_window``, then reset the run's staging root."""
+    """``check_window`` (and, with ``merge_retrieval``, the retrieval partition of the
+    window), then reset the run's staging root."""
     checked = check_window(config, start)
+    if config.merge_retrieval:
+        checked["retrieval"] = check_retrieval(config, start)
     _remove_staging(config, start)
     return checked
+
+
+RETRIEVAL_TABLE = "retrieval"
+MERGE_NAME = "_merge.json"
+
+
+def retrieval_partition(config: RefreshConfig, start: dt.datetime) -> Path:
+    """The retrieval route's partition of the window at ``start`` (what a merge reads)."""
+    return Path(config.data) / RETRIEVAL_TABLE / partition_of(start)
+
+
+def check_retrieval(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """The retrieval partition a merged run reads: published, and its files conform."""
+    from onepiece.inputs import check_partition
+
+    directory = retrieval_partition(config, start)
+    if not (directory / MANIFEST_NAME).is_file():
+        raise UserError(
+            f"merge_retrieval is on but the retrieval partition {directory} is not published: run "
+            f"retrieval_refresh for {as_utc(start).isoformat()} first (same window_minutes), or turn "
+            "merge_retrieval off to score the upstream candidates alone"
+        )
+    checked = check_partition(str(directory), RETRIEVAL_TABLE)
+    return {"partition": f"{RETRIEVAL_TABLE}/{partition_of(start)}", "rows": checked.rows}
+
+
+def _window_candidates(config: RefreshConfig, start: dt.datetime) -> pa.Table:
+    """The upstream candidates of the window (``CANDIDATES_SCHEMA``)."""
+    begin, end = _window(config, start)
+    rows = storage.read_table(config.data, "candidates", _days(begin, end))
+    ts = rows["request_timestamp"]
+    return rows.filter(pc.and_(pc.greater_equal(ts, pa.scalar(begin, TIMESTAMP)), pc.less(ts, pa.scalar(end, TIMESTAMP))))
+
+
+# --- merge_retrieval ------------------------------------------------------------------
+
+
+def merged_root(config: RefreshConfig, start: dt.datetime) -> Path:
+    """Where a merged run stages its candidates (a data root holding ``candidates/``)."""
+    return staging_root(config, start) / "merged"
+
+
+def merge_retrieval(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """With ``merge_retrieval``: the window's upstream candidates merged with the route's
+    partition, staged as ``candidates/dt=.../`` under ``merged_root`` (one file per day),
+    the counts in ``_merge.json`` beside them. Off: nothing to do."""
+    from dataclasses import asdict
+
+    from onepiece.retrieval.merge import merge_candidates
+
+    if not config.merge_retrieval:
+        return {"merged": False}
+    directory = retrieval_partition(config, start)
+    routed = storage.read_partition(directory, RETRIEVAL_TABLE)
+    merged, counts = merge_candidates(_window_candidates(config, start), routed)
+    root = merged_root(config, start)
+    shutil.rmtree(root, ignore_errors=True)
+    days = pc.strftime(merged["request_timestamp"], format="%Y-%m-%d")
+    for day in sorted(set(days.to_pylist())):
+        part = root / "candidates" / f"dt={day}"
+        part.mkdir(parents=True)
+        storage.write_parquet(merged.filter(pc.equal(days, day)), part / "part-00000.parquet")
+    route_manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    document = {
+        "retrieval_partition": f"{RETRIEVAL_TABLE}/{partition_of(start)}",
+        "retrieval_run_id": route_manifest["run_id"],
+        "candidates": merged.num_rows,
+        "counts": asdict(counts),
+    }
+    storage.write_json_atomic(document, root / MERGE_NAME)
+    return {"merged": True, **document}
+
+
+def merge_document(config: RefreshConfig, start: dt.datetime) -> dict[str, Any] | None:
+    """The staged merge's record, or None when the run did not merge."""
+    path = merged_root(config, start) / MERGE_NAME
+    return json.loads(path.read_text()) if config.merge_retrieval and path.is_file() else None
 
 
 def check_window(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
@@ -218,12 +305,18 @@ def ensure_model_served(config: RefreshConfig) -> dict[str, Any]:
 def assemble_contexts(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> dict[str, Any]:
     """Build the run's context rows (Beam), side features from Feast as of T, staged."""
     out = staging_root(config, start) / "contexts" / partition_of(start)
-    manifest = build_contexts(config, start, out, model["feature_service"])
+    candidates = str(merged_root(config, start)) if merge_document(config, start) else None
+    if config.merge_retrieval and candidates is None:
+        raise UserError(f"merge_retrieval is on but {merged_root(config, start)} holds no merged candidates: "
+                        "rerun the DAG from check_inputs")
+    manifest = build_contexts(config, start, out, model["feature_service"], candidates)
     return {"rows": manifest["rows"], "defaulted": manifest["defaulted"], "dropped": manifest["dropped"]}
 
 
-def build_contexts(config: RefreshConfig, start: dt.datetime, out: Path, feature_service: str) -> dict[str, Any]:
-    """The Beam contexts job for the window at ``start`` into ``out``; its manifest."""
+def build_contexts(config: RefreshConfig, start: dt.datetime, out: Path, feature_service: str,
+                   candidates_root: str | None = None) -> dict[str, Any]:
+    """The Beam contexts job for the window at ``start`` into ``out`` (candidates from
+    ``candidates_root`` when given, else the data root's); its manifest."""
     from onepiece.assembly.config import AssemblyConfig
     from onepiece.assembly.feast_source import FeastSideSource
     from onepiece.assembly.jobs import BeamSettings, run_contexts
@@ -231,7 +324,7 @@ def build_contexts(config: RefreshConfig, start: dt.datetime, out: Path, feature
     start, end = _window(config, start)
     source = FeastSideSource(data_root=config.data, repo_dir=config.feature_repo, feature_service=feature_service)
     beam = BeamSettings(config.beam.runner, config.beam.workers, config.beam.args)
-    return run_contexts(config.data, start, end, out, AssemblyConfig(), source, beam)
+    return run_contexts(config.data, start, end, out, AssemblyConfig(), source, beam, candidates_root)
 
 
 # --- score ----------------------------------------------------------------------------
@@ -258,7 +351,34 @@ def score(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> d
         beam_args=config.beam.args,
     )
     manifest = score_window(job, config.serving.model_repo)
-    return {"rows": manifest["rows"], "model": manifest["model"], "run_id": manifest["run_id"]}
+    merge = record_sources(config, start)
+    return {"rows": manifest["rows"], "model": manifest["model"], "run_id": manifest["run_id"],
+            "merge": merge["counts"] if merge else None}
+
+
+def record_sources(config: RefreshConfig, start: dt.datetime) -> dict[str, Any] | None:
+    """Set every staged score row's ``recall_source`` from the candidates the run scored
+    (the merged ones, else the window's upstream ones), rewriting each shard in place;
+    a merged run's manifest gets the merge's record. Returns that record (or None)."""
+    from onepiece.retrieval.merge import with_sources
+
+    staged = staging_root(config, start) / "scores" / partition_of(start)
+    merge = merge_document(config, start)
+    if merge:
+        candidates = storage.read_table(str(merged_root(config, start)), "candidates",
+                                        storage.list_days(str(merged_root(config, start)), "candidates"))
+    else:
+        candidates = _window_candidates(config, start)
+    for path in sorted(staged.glob("*.parquet")):
+        rows = conform(pq.read_table(path), "scores", str(path))
+        storage.write_parquet(with_sources(rows, candidates, str(path)), path)
+    if merge:
+        manifest_path = staged / MANIFEST_NAME
+        manifest = json.loads(manifest_path.read_text())
+        manifest["merge"] = json.dumps(merge, sort_keys=True)
+        validate_manifest(manifest, str(manifest_path))
+        storage.write_json_atomic(manifest, manifest_path)
+    return merge
 
 
 # --- report ---------------------------------------------------------------------------
@@ -299,12 +419,14 @@ def report(config: RefreshConfig, start: dt.datetime, inputs: dict[str, Any]) ->
     previous = previous_partition(config.data, partition)
     previous_rows = storage.read_partition(Path(config.data) / "scores" / previous, "scores") if previous else None
     manifest = json.loads((staged / MANIFEST_NAME).read_text())
+    merge = merge_document(config, start)
     figures = write_report(
         scores,
         previous_rows,
         staged,
         title=f"prerank_refresh {partition} (as of {start.isoformat()})",
-        candidates_in_window=int(inputs["candidates"]),
+        # A merged run scores the merged candidates: coverage is measured against them.
+        candidates_in_window=int(merge["candidates"] if merge else inputs["candidates"]),
         defaulted=contexts_manifest.get("defaulted") or {},
         run={
             "partition": partition,
@@ -312,6 +434,7 @@ def report(config: RefreshConfig, start: dt.datetime, inputs: dict[str, Any]) ->
             "previous_partition": previous,
             "model": manifest["model"],
             "scores_run_id": manifest["run_id"],
+            "merge": merge,
         },
     )
     return {"coverage": figures["coverage"], "drift": figures["drift"]}

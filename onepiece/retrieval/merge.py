@@ -7,6 +7,9 @@ appended with ``recall_source = "onepiece_retrieval"`` and its request's timesta
 Retrieved rows of requests the upstream does not have are dropped and counted. The
 result is ``CANDIDATES_SCHEMA`` rows sorted by request, upstream rows first in their
 order, then the route's by rank.
+
+``with_sources`` writes each scored candidate's ``recall_source`` from the candidates the
+run scored (merged or not), so the scores say where every row came from.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from onepiece.contract import CANDIDATES_SCHEMA, RETRIEVAL_SOURCE, conform
+from onepiece.contract import CANDIDATES_SCHEMA, RETRIEVAL_SOURCE, UPSTREAM_SOURCE, ContractError, conform
 
-UPSTREAM_SOURCE = "upstream"
+__all__ = ["MergeCounts", "UPSTREAM_SOURCE", "merge_candidates", "with_sources"]
 _ORDER = "__order"
 
 
@@ -66,3 +69,22 @@ def merge_candidates(upstream: pa.Table, routed: pa.Table) -> tuple[pa.Table, Me
         unknown_request=routed.num_rows - known.num_rows,
     )
     return conform(merged, "candidates", "<merged candidates>").cast(CANDIDATES_SCHEMA), counts
+
+
+def with_sources(scores: pa.Table, candidates: pa.Table, source: str = "<scores>") -> pa.Table:
+    """``scores`` (``SCORES_SCHEMA``, in their order) with ``recall_source`` set from the
+    ``candidates`` they scored (``UPSTREAM_SOURCE`` where a candidate names none). A
+    scored row without a candidate row is a contract error naming ``source``."""
+    sources = candidates.select(["request_id", "item_id", "recall_source"])
+    sources = sources.set_column(2, "recall_source", pc.fill_null(sources["recall_source"], UPSTREAM_SOURCE))
+    keyed = scores.drop_columns(["recall_source"]).append_column(
+        _ORDER, pa.array(np.arange(scores.num_rows), pa.int64()))
+    joined = keyed.join(sources, ["request_id", "item_id"], join_type="left outer").sort_by(_ORDER)
+    if joined.num_rows != scores.num_rows:
+        raise ContractError("scores", source, "a scored (request_id, item_id) has several candidate rows")
+    missing = pc.sum(pc.is_null(joined["recall_source"])).as_py() or 0
+    if missing:
+        first = pc.index(pc.is_null(joined["recall_source"]), True).as_py()
+        raise ContractError("scores", source, f"{missing} scored rows are not among the scored candidates",
+                            column="item_id", row=first)
+    return joined.drop_columns([_ORDER]).select(scores.schema.names).cast(scores.schema)

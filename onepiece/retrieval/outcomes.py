@@ -7,6 +7,10 @@ at or after T and before ``horizon`` (the window's end plus the attribution time
 (request, item) counts once per event type. The world logs clicks only on impressions of
 upstream candidates, so there the upstream's share is 1 by construction; on a real log
 the two shares compare the sources.
+
+``partition_outcomes`` is what the outcomes audit (``onepiece outcomes``, the
+``outcomes_audit`` DAG) reports beside a scores partition: these figures for the
+retrieval partition of the same name, or that none was published.
 """
 
 from __future__ import annotations
@@ -66,3 +70,14 @@ def route_outcomes(data: str, partition_dir: str | Path, window: dt.timedelta,
         out[kind] = {"events": pairs.num_rows, "route": share_held(pairs, routed),
                      "upstream": share_held(pairs, upstream)}
     return out
+
+
+def partition_outcomes(data: str, partition: str, window: dt.timedelta,
+                       attribution: dt.timedelta) -> dict[str, Any]:
+    """``route_outcomes`` of ``<data>/retrieval/<partition>/`` with ``published: true``,
+    or ``published: false`` when the route published nothing for that window."""
+    directory = Path(data) / "retrieval" / partition
+    where = {"partition": f"retrieval/{partition}"}
+    if not (directory / "_manifest.json").is_file():
+        return where | {"published": False}
+    return where | {"published": True} | route_outcomes(data, directory, window, attribution)

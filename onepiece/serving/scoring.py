@@ -92,6 +92,8 @@ def scores_table(
         "model_version": pa.array(np.full(n, model.version, np.int32)),
         "feature_service": pa.array([model.feature_service] * n, pa.string()),
         "scored_at": pa.array([scored_at] * n, SCORES_SCHEMA.field("scored_at").type),
+        # The contexts carry no candidate source; the refresh fills it (merge.with_sources).
+        "recall_source": pa.nulls(n, pa.string()),
     }
     table = pa.table(columns, schema=SCORES_SCHEMA)
     return table.sort_by([("request_id", "ascending"), ("rank", "ascending")])

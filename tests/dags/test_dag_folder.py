@@ -52,7 +52,8 @@ def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
 
     refresh = found["dags"]["prerank_refresh"]
     assert refresh["tasks"] == {
-        "check_inputs": ["assemble_contexts", "report"],
+        "check_inputs": ["merge_retrieval", "report"],
+        "merge_retrieval": ["assemble_contexts"],
         "ensure_model_served": ["assemble_contexts", "score"],
         "assemble_contexts": ["score"],
         "score": ["report"],
@@ -67,7 +68,8 @@ def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
     assert refresh["inlets"] == {
         "check_inputs": ["onepiece_feature_registry"], "ensure_model_served": ["onepiece_model_pin"]
     }
-    assert {"window_minutes", "model_version", "data", "model_repo", "triton_urls"} <= set(refresh["params"])
+    assert {"window_minutes", "model_version", "data", "model_repo", "triton_urls", "merge_retrieval"} <= set(
+        refresh["params"])
     assert {"force_publish", "guard_min_coverage", "guard_max_ks", "guard_sample_requests"} <= set(refresh["params"])
 
     registry = found["dags"]["feature_registry"]

@@ -39,6 +39,7 @@ def run_refresh(config: RefreshConfig, start: dt.datetime) -> dict:
     """The prerank_refresh DAG's task bodies, in its order; returns the guard's verdict."""
     inputs = refresh.check_inputs(config, start)
     model = refresh.ensure_model_served(config)
+    refresh.merge_retrieval(config, start)
     refresh.assemble_contexts(config, start, model)
     refresh.score(config, start, model)
     refresh.report(config, start, inputs)

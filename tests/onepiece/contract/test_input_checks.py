@@ -202,3 +202,26 @@ def test_a_command_names_the_damaged_file_without_a_traceback_and_writes_nothing
     assert f"table 'candidates' ({path}): unreadable Parquet file" in result.stderr
     assert not (tmp_path / "runs").exists()  # no output, no staging directory
     assert sorted(p.relative_to(world) for p in world.rglob("*")) == before  # nothing under --data
+
+
+def test_a_published_partition_is_checked_and_a_missing_one_named(tmp_path: Path) -> None:
+    """The retrieval partition a merged refresh reads: missing, damaged, then sound."""
+    from onepiece.contract import RETRIEVAL_SCHEMA, RETRIEVAL_SOURCE
+    from onepiece.errors import UserError
+    from onepiece.inputs import check_partition
+
+    directory = tmp_path / "retrieval" / "dt=2026-11-04" / "hour=00"
+    with pytest.raises(UserError, match=r"retrieval/dt=2026-11-04/hour=00: the retrieval partition is not published"):
+        check_partition(str(directory), "retrieval")
+    rows = pa.table({
+        "request_id": ["a", "a", "b"], "user_id": [1, 1, 2], "query_id": [3, 3, 4], "item_id": [7, 8, 7],
+        "score": [0.9, 0.5, 0.4], "rank": [1, 2, 1], "recall_source": [RETRIEVAL_SOURCE] * 3, "as_of": [T] * 3,
+        "model_name": ["m"] * 3, "model_version": [1] * 3,
+    }, schema=RETRIEVAL_SCHEMA)
+    directory.mkdir(parents=True)
+    (directory / "_manifest.json").write_text("{}")
+    pq.write_table(pa.concat_tables([rows, rows.slice(1, 1)]), directory / "part-00000.parquet")
+    with pytest.raises(ContractError, match="retrieved item"):
+        check_partition(str(directory), "retrieval")
+    pq.write_table(rows, directory / "part-00000.parquet")
+    assert check_partition(str(directory), "retrieval").rows == 3

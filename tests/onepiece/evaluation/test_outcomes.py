@@ -56,6 +56,7 @@ def _publish_scores(data: str, partition: str, start: dt.datetime, end: dt.datet
         "model_version": pa.array(np.ones(n, np.int32)),
         "feature_service": pa.array(["onepiece_ranking"] * n),
         "scored_at": pa.array([start] * n, SCORES_SCHEMA.field("scored_at").type),
+        "recall_source": cands["recall_source"].cast(pa.string()),
     }
     table = pa.table(columns).select(SCORES_SCHEMA.names).cast(SCORES_SCHEMA)
     with storage.staged_dir(f"{data}/scores/{partition}") as staging:
@@ -87,6 +88,8 @@ def test_the_audit_measures_ranking_calibration_and_the_top_k_cut(data):
     assert sum(b["rows"] for b in click["reliability"]) == scores.num_rows
     assert figures["score"]["click_kept_in_top_k"] == 1.0
     assert 0 < figures["score"]["random_top_k_share"] < 1
+    # No retrieval route ran for this window: reported absent, not an error.
+    assert figures["retrieval"] == {"partition": f"retrieval/{PARTITION}", "published": False}
 
     # Impressions are logged at request time: the upstream's top k of every scored request.
     shown = json.loads(Path(data, "world.json").read_text())["config"]["impressions_per_request"]

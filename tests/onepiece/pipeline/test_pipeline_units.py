@@ -38,6 +38,10 @@ def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
     defaults = RefreshConfig.from_params({}, {})
     assert defaults.window == dt.timedelta(hours=1) and defaults.serving.urls == ()
     assert defaults.beam.runner == "FnApiRunner"
+    assert defaults.merge_retrieval is False
+    # The merge switch: the Param (true), else the environment (a false Param is "not set").
+    assert RefreshConfig.from_params({"merge_retrieval": True}, {}).merge_retrieval is True
+    assert RefreshConfig.from_params({"merge_retrieval": False}, {"ONEPIECE_REFRESH_MERGE_RETRIEVAL": "true"}).merge_retrieval
 
 
 def test_bad_configuration_is_named():
@@ -45,6 +49,8 @@ def test_bad_configuration_is_named():
         RefreshConfig.from_params({}, {"ONEPIECE_REFRESH_WINDOW_MINUTES": "soon"})
     with pytest.raises(UserError, match="protocol must be grpc or http"):
         RefreshConfig.from_params({}, {"ONEPIECE_TRITON_PROTOCOL": "smoke"})
+    with pytest.raises(UserError, match="merge_retrieval must be true or false, got 'maybe'"):
+        RefreshConfig.from_params({}, {"ONEPIECE_REFRESH_MERGE_RETRIEVAL": "maybe"})
 
 
 def test_pin_roundtrip_keeps_the_previous_version(tmp_path):
@@ -81,7 +87,7 @@ def _scores(n: int, shift: float, items: range) -> pa.Table:
         "score": (rng.random(n) + shift).astype(np.float32),
         "rank": (np.arange(n) % 4).astype(np.int32),
         "model_name": ["m"] * n, "model_version": np.ones(n, np.int32), "feature_service": ["fs"] * n,
-        "scored_at": [dt.datetime(2026, 11, 3, tzinfo=dt.UTC)] * n,
+        "scored_at": [dt.datetime(2026, 11, 3, tzinfo=dt.UTC)] * n, "recall_source": ["upstream"] * n,
     }
     return pa.table(columns, schema=SCORES_SCHEMA)
 

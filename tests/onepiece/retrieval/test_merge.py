@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from onepiece.contract import CANDIDATES_SCHEMA, RETRIEVAL_SCHEMA, RETRIEVAL_SOURCE, ContractError
-from onepiece.retrieval.merge import UPSTREAM_SOURCE, merge_candidates
+from onepiece.contract import CANDIDATES_SCHEMA, RETRIEVAL_SCHEMA, RETRIEVAL_SOURCE, SCORES_SCHEMA, ContractError
+from onepiece.retrieval.merge import UPSTREAM_SOURCE, merge_candidates, with_sources
 
 T = dt.datetime(2026, 11, 9, tzinfo=dt.UTC)
 
@@ -50,3 +50,26 @@ def test_every_upstream_candidate_stays_exactly_once_and_new_items_are_added() -
 def test_bad_route_rows_are_refused() -> None:
     with pytest.raises(ContractError, match="retrieved item"):
         merge_candidates(_upstream(), _routed([("r1", 9, 1), ("r1", 9, 2)]))
+
+
+def _scores(pairs: list[tuple[str, int]]) -> pa.Table:
+    n = len(pairs)
+    columns = {
+        "request_id": [p[0] for p in pairs], "user_id": [1] * n, "query_id": [10] * n, "item_id": [p[1] for p in pairs],
+        **{f"p_{t}": [0.5] * n for t in ("impression", "click", "add_to_cart", "order")},
+        "score": [0.5] * n, "rank": list(range(1, n + 1)), "model_name": ["m"] * n, "model_version": [1] * n,
+        "feature_service": ["fs"] * n, "scored_at": [T] * n, "recall_source": [None] * n,
+    }
+    return pa.table(columns, schema=SCORES_SCHEMA)
+
+
+def test_scores_take_each_row_source_from_the_scored_candidates_in_their_order() -> None:
+    merged, _ = merge_candidates(_upstream(), _routed([("r1", 9, 1)]))
+    scores = _scores([("r1", 9), ("r2", 6), ("r1", 7), ("r1", 8), ("r2", 5)])
+    sourced = with_sources(scores, merged)
+    assert sourced.schema.equals(SCORES_SCHEMA)
+    assert sourced.drop_columns(["recall_source"]).equals(scores.drop_columns(["recall_source"]))
+    assert sourced["recall_source"].to_pylist() == [RETRIEVAL_SOURCE, UPSTREAM_SOURCE, "bm25", UPSTREAM_SOURCE,
+                                                    UPSTREAM_SOURCE]
+    with pytest.raises(ContractError, match="1 scored rows are not among the scored candidates"):
+        with_sources(_scores([("r1", 7), ("r1", 4)]), merged)
