@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -90,6 +91,42 @@ def tiny_checkpoint(directory: Path, seed: int) -> Path:
     )
     torch.manual_seed(seed)
     return save_checkpoint(OnePiece(config), directory)
+
+
+#: A tiny onepiece_retrieval model (the retrieval route's DAG tests).
+TINY_RETRIEVAL = dict(
+    d_model=32, n_heads=2, n_layers=1, id_dim=16, side_dim=8, item_vocab=8192, shop_vocab=64,
+    category_vocab=64, user_vocab=512, query_vocab=64, piece_vocab=256, ih_max_len=30, pa_per_group=10,
+)
+
+
+def route_model(data: Path, out: Path, t: dt.datetime) -> Path:
+    """A tiny onepiece_retrieval checkpoint trained on the days before ``t`` (seconds)."""
+    from onepiece import storage
+    from onepiece.assembly.config import AssemblyConfig
+    from onepiece.assembly.contexts import assemble_local
+    from onepiece.assembly.side import SnapshotSideSource
+    from onepiece.model import save_checkpoint, variant_config
+    from onepiece.training.config import TrainConfig
+    from onepiece.training.loop import train
+
+    r = str(data)
+    days = [d for d in storage.list_days(r, "candidates") if d < t.date()]
+    side = SnapshotSideSource(*(storage.read_table(r, name) for name in ("items", "users", "queries")))
+    rows, _ = assemble_local(storage.read_table(r, "candidates", days), storage.read_table(r, "events"),
+                             side, AssemblyConfig())
+    result = train(variant_config("onepiece_retrieval", **TINY_RETRIEVAL),
+                   TrainConfig(epochs=1, batch_size=32, threads=1, seed=0, patience=99), rows.slice(20), rows.slice(0, 20))
+    return save_checkpoint(result.model, out)
+
+
+def route_index(data: Path, checkpoint: Path, t: dt.datetime) -> Path:
+    """The item index of ``checkpoint`` over ``data``'s items as of ``t``, beside it."""
+    from onepiece import storage
+    from onepiece.retrieval.index import build_item_index
+
+    build_item_index(checkpoint, storage.read_table(str(data), "items"), t, checkpoint / "item_index")
+    return checkpoint / "item_index"
 
 
 #: A version whose model fails at inference: the failure injected into scoring.

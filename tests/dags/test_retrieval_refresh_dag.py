@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dag_helpers import dags_test, last_run_task_states, tail
+from dag_helpers import dags_test, last_run_task_states, route_index, route_model, tail
 
 from onepiece import storage
 from onepiece.contract import RETRIEVAL_SCHEMA, RETRIEVAL_SOURCE
@@ -21,29 +21,6 @@ pytestmark = pytest.mark.slow
 T = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
 PARTITION = "dt=2026-11-03/hour=00"
 TOP_N = 25
-TINY_RETRIEVAL = dict(
-    d_model=32, n_heads=2, n_layers=1, id_dim=16, side_dim=8, item_vocab=8192, shop_vocab=64,
-    category_vocab=64, user_vocab=512, query_vocab=64, piece_vocab=256, ih_max_len=30, pa_per_group=10,
-)
-
-
-def _route_model(data: Path, out: Path) -> Path:
-    """A tiny onepiece_retrieval checkpoint trained on the days before T (seconds)."""
-    from onepiece.assembly.config import AssemblyConfig
-    from onepiece.assembly.contexts import assemble_local
-    from onepiece.assembly.side import SnapshotSideSource
-    from onepiece.model import save_checkpoint, variant_config
-    from onepiece.training.config import TrainConfig
-    from onepiece.training.loop import train
-
-    r = str(data)
-    days = [d for d in storage.list_days(r, "candidates") if d < T.date()]
-    side = SnapshotSideSource(*(storage.read_table(r, t) for t in ("items", "users", "queries")))
-    rows, _ = assemble_local(storage.read_table(r, "candidates", days), storage.read_table(r, "events"),
-                             side, AssemblyConfig())
-    result = train(variant_config("onepiece_retrieval", **TINY_RETRIEVAL),
-                   TrainConfig(epochs=1, batch_size=32, threads=1, seed=0, patience=99), rows.slice(20), rows.slice(0, 20))
-    return save_checkpoint(result.model, out)
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +28,14 @@ def route(deployment, airflow_home, tmp_path_factory):
     """The deployment's inputs (nothing published yet), a retrieval model, its index as of T."""
     from onepiece.features.registry import apply
     from onepiece.features.repo import FeatureRepoConfig
-    from onepiece.retrieval.index import build_item_index
 
     base = tmp_path_factory.mktemp("route")
     deployment.copy_inputs(base / "data")
     apply(FeatureRepoConfig(data_root=str(base / "data")))
-    checkpoint = _route_model(base / "data", base / "retrieval_model" / "1")  # version 1
-    items = storage.read_table(str(base / "data"), "items")
-    build_item_index(checkpoint, items, T, checkpoint / "item_index")
+    checkpoint = route_model(base / "data", base / "retrieval_model" / "1", T)  # version 1
+    index = route_index(base / "data", checkpoint, T)
     env = deployment.env(airflow_home, ONEPIECE_REFRESH_WINDOW_MINUTES="360", ONEPIECE_RETRIEVAL_SCHEDULE="@daily",
-                         ONEPIECE_RETRIEVAL_TOP_N=str(TOP_N), ONEPIECE_ITEM_INDEX=str(checkpoint / "item_index"))
+                         ONEPIECE_RETRIEVAL_TOP_N=str(TOP_N), ONEPIECE_ITEM_INDEX=str(index))
     env["ONEPIECE_DATA"] = str(base / "data")
     return base / "data", checkpoint, env
 
