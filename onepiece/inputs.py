@@ -33,7 +33,6 @@ import pyarrow.parquet as pq
 from onepiece import storage
 from onepiece.contract import TABLES, ContractError, conform
 from onepiece.contract.validate import duplicate_error, first_repeat
-from onepiece.errors import UserError
 
 SIDE_TABLES: tuple[str, ...] = ("items", "users", "queries")
 
@@ -116,7 +115,7 @@ def check_partition(directory: str, table: str) -> TableFiles:
     and its unique key conform. A missing partition is named."""
     spec = TABLES[table]
     if not (Path(directory) / "_manifest.json").is_file():
-        raise UserError(f"{directory}: the {table} partition is not published (no _manifest.json)")
+        raise ContractError(table, directory, "partition is not published (no _manifest.json)")
     files = sorted(str(p) for p in Path(directory).glob("*.parquet"))
     if not files:
         raise ContractError(table, directory, "partition holds no Parquet files")

@@ -207,11 +207,10 @@ def test_a_command_names_the_damaged_file_without_a_traceback_and_writes_nothing
 def test_a_published_partition_is_checked_and_a_missing_one_named(tmp_path: Path) -> None:
     """The retrieval partition a merged refresh reads: missing, damaged, then sound."""
     from onepiece.contract import RETRIEVAL_SCHEMA, RETRIEVAL_SOURCE
-    from onepiece.errors import UserError
     from onepiece.inputs import check_partition
 
     directory = tmp_path / "retrieval" / "dt=2026-11-04" / "hour=00"
-    with pytest.raises(UserError, match=r"retrieval/dt=2026-11-04/hour=00: the retrieval partition is not published"):
+    with pytest.raises(ContractError, match=r"retrieval/dt=2026-11-04/hour=00\): partition is not published"):
         check_partition(str(directory), "retrieval")
     rows = pa.table({
         "request_id": ["a", "a", "b"], "user_id": [1, 1, 2], "query_id": [3, 3, 4], "item_id": [7, 8, 7],
