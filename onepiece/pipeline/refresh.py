@@ -105,83 +105,6 @@ def check_inputs(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
     return checked
 
 
-RETRIEVAL_TABLE = "retrieval"
-MERGE_NAME = "_merge.json"
-
-
-def retrieval_partition(config: RefreshConfig, start: dt.datetime) -> Path:
-    """The retrieval route's partition of the window at ``start`` (what a merge reads)."""
-    return Path(config.data) / RETRIEVAL_TABLE / partition_of(start)
-
-
-def check_retrieval(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
-    """The retrieval partition a merged run reads: published, and its files conform."""
-    from onepiece.inputs import check_partition
-
-    directory = retrieval_partition(config, start)
-    if not (directory / MANIFEST_NAME).is_file():
-        raise UserError(
-            f"merge_retrieval is on but the retrieval partition {directory} is not published: run "
-            f"retrieval_refresh for {as_utc(start).isoformat()} first (same window_minutes), or turn "
-            "merge_retrieval off to score the upstream candidates alone"
-        )
-    checked = check_partition(str(directory), RETRIEVAL_TABLE)
-    return {"partition": f"{RETRIEVAL_TABLE}/{partition_of(start)}", "rows": checked.rows}
-
-
-def _window_candidates(config: RefreshConfig, start: dt.datetime) -> pa.Table:
-    """The upstream candidates of the window (``CANDIDATES_SCHEMA``)."""
-    begin, end = _window(config, start)
-    rows = storage.read_table(config.data, "candidates", _days(begin, end))
-    ts = rows["request_timestamp"]
-    return rows.filter(pc.and_(pc.greater_equal(ts, pa.scalar(begin, TIMESTAMP)), pc.less(ts, pa.scalar(end, TIMESTAMP))))
-
-
-# --- merge_retrieval ------------------------------------------------------------------
-
-
-def merged_root(config: RefreshConfig, start: dt.datetime) -> Path:
-    """Where a merged run stages its candidates (a data root holding ``candidates/``)."""
-    return staging_root(config, start) / "merged"
-
-
-def merge_retrieval(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
-    """With ``merge_retrieval``: the window's upstream candidates merged with the route's
-    partition, staged as ``candidates/dt=.../`` under ``merged_root`` (one file per day),
-    the counts in ``_merge.json`` beside them. Off: nothing to do."""
-    from dataclasses import asdict
-
-    from onepiece.retrieval.merge import merge_candidates
-
-    if not config.merge_retrieval:
-        return {"merged": False}
-    directory = retrieval_partition(config, start)
-    routed = storage.read_partition(directory, RETRIEVAL_TABLE)
-    merged, counts = merge_candidates(_window_candidates(config, start), routed)
-    root = merged_root(config, start)
-    shutil.rmtree(root, ignore_errors=True)
-    days = pc.strftime(merged["request_timestamp"], format="%Y-%m-%d")
-    for day in sorted(set(days.to_pylist())):
-        part = root / "candidates" / f"dt={day}"
-        part.mkdir(parents=True)
-        storage.write_parquet(merged.filter(pc.equal(days, day)), part / "part-00000.parquet")
-    route_manifest = json.loads((directory / MANIFEST_NAME).read_text())
-    document = {
-        "retrieval_partition": f"{RETRIEVAL_TABLE}/{partition_of(start)}",
-        "retrieval_run_id": route_manifest["run_id"],
-        "candidates": merged.num_rows,
-        "counts": asdict(counts),
-    }
-    storage.write_json_atomic(document, root / MERGE_NAME)
-    return {"merged": True, **document}
-
-
-def merge_document(config: RefreshConfig, start: dt.datetime) -> dict[str, Any] | None:
-    """The staged merge's record, or None when the run did not merge."""
-    path = merged_root(config, start) / MERGE_NAME
-    return json.loads(path.read_text()) if config.merge_retrieval and path.is_file() else None
-
-
 def check_window(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
     """Check a window's inputs exist and conform (every DAG that assembles contexts).
 
@@ -233,6 +156,81 @@ def _feature_repo(config: RefreshConfig):
         repo_dir=Path(config.feature_repo) if config.feature_repo else PROJECT_REPO,
         data_root=config.data,
     )
+
+
+# --- merge_retrieval ------------------------------------------------------------------
+
+RETRIEVAL_TABLE = "retrieval"
+MERGE_NAME = "_merge.json"
+
+
+def retrieval_partition(config: RefreshConfig, start: dt.datetime) -> Path:
+    """The retrieval route's partition of the window at ``start`` (what a merge reads)."""
+    return Path(config.data) / RETRIEVAL_TABLE / partition_of(start)
+
+
+def check_retrieval(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """The retrieval partition a merged run reads: published, and its files conform."""
+    from onepiece.inputs import check_partition
+
+    directory = retrieval_partition(config, start)
+    if not (directory / MANIFEST_NAME).is_file():
+        raise UserError(
+            f"merge_retrieval is on but the retrieval partition {directory} is not published: run "
+            f"retrieval_refresh for {as_utc(start).isoformat()} first (same window_minutes), or turn "
+            "merge_retrieval off to score the upstream candidates alone"
+        )
+    checked = check_partition(str(directory), RETRIEVAL_TABLE)
+    return {"partition": f"{RETRIEVAL_TABLE}/{partition_of(start)}", "rows": checked.rows}
+
+
+def _window_candidates(config: RefreshConfig, start: dt.datetime) -> pa.Table:
+    """The upstream candidates of the window (``CANDIDATES_SCHEMA``)."""
+    begin, end = _window(config, start)
+    rows = storage.read_table(config.data, "candidates", _days(begin, end))
+    ts = rows["request_timestamp"]
+    return rows.filter(pc.and_(pc.greater_equal(ts, pa.scalar(begin, TIMESTAMP)), pc.less(ts, pa.scalar(end, TIMESTAMP))))
+
+
+def merged_root(config: RefreshConfig, start: dt.datetime) -> Path:
+    """Where a merged run stages its candidates (a data root holding ``candidates/``)."""
+    return staging_root(config, start) / "merged"
+
+
+def merge_retrieval(config: RefreshConfig, start: dt.datetime) -> dict[str, Any]:
+    """With ``merge_retrieval``: the window's upstream candidates merged with the route's
+    partition, staged as ``candidates/dt=.../`` under ``merged_root`` (one file per day),
+    the counts in ``_merge.json`` beside them. Off: nothing to do."""
+    from dataclasses import asdict
+
+    from onepiece.retrieval.merge import merge_candidates
+
+    if not config.merge_retrieval:
+        return {"merged": False}
+    directory = retrieval_partition(config, start)
+    routed = storage.read_partition(directory, RETRIEVAL_TABLE)
+    merged, counts = merge_candidates(_window_candidates(config, start), routed)
+    root = merged_root(config, start)
+    shutil.rmtree(root, ignore_errors=True)
+    days = pc.strftime(merged["request_timestamp"], format="%Y-%m-%d")
+    for day in _days(*_window(config, start)):  # every day of the window, even an empty one
+        part = root / "candidates" / storage.day_partition(day)
+        storage.write_parquet(merged.filter(pc.equal(days, day.isoformat())), part / "part-00000.parquet")
+    route_manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    document = {
+        "retrieval_partition": f"{RETRIEVAL_TABLE}/{partition_of(start)}",
+        "retrieval_run_id": route_manifest["run_id"],
+        "candidates": merged.num_rows,
+        "counts": asdict(counts),
+    }
+    storage.write_json_atomic(document, root / MERGE_NAME)
+    return {"merged": True, **document}
+
+
+def merge_document(config: RefreshConfig, start: dt.datetime) -> dict[str, Any] | None:
+    """The staged merge's record, or None when the run did not merge."""
+    path = merged_root(config, start) / MERGE_NAME
+    return json.loads(path.read_text()) if config.merge_retrieval and path.is_file() else None
 
 
 # --- ensure_model_served --------------------------------------------------------------
@@ -365,8 +363,7 @@ def record_sources(config: RefreshConfig, start: dt.datetime) -> dict[str, Any] 
     staged = staging_root(config, start) / "scores" / partition_of(start)
     merge = merge_document(config, start)
     if merge:
-        candidates = storage.read_table(str(merged_root(config, start)), "candidates",
-                                        storage.list_days(str(merged_root(config, start)), "candidates"))
+        candidates = storage.read_table(str(merged_root(config, start)), "candidates", _days(*_window(config, start)))
     else:
         candidates = _window_candidates(config, start)
     for path in sorted(staged.glob("*.parquet")):
