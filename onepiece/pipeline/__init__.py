@@ -2,8 +2,8 @@
 
 - ``config``: RefreshConfig / RegistryConfig / PublishConfig from Airflow Params and
   environment variables, with embedded defaults
-- ``refresh``: check_inputs, ensure_model_served, assemble_contexts, score, report,
-  guard, publish, serving_table (the ``prerank_refresh`` DAG)
+- ``refresh``: check_inputs, ensure_model_served, merge_retrieval, assemble_contexts,
+  score, report, guard, publish, serving_table (the ``prerank_refresh`` DAG)
 - ``report``: the per-run quality report (distributions, coverage, drift)
 - ``guard``: the publish guards' checks and thresholds (scores and retrieval partitions)
 - ``retrieval_refresh``: check_inputs, contexts, retrieve, guard, publish (the
