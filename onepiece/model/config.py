@@ -34,6 +34,7 @@ BEFORE_FIELD: dict[str, Any] = {
     "dlrm_interaction": "concat",  # the MLP over concatenated parts, now row ``dlrm_mlp``
     "candidate_set_features": False,
     "id_dropout": 0.0,
+    "id_min_count": 0,
 }
 
 
@@ -166,6 +167,14 @@ class ModelConfig:
     #: 0.71 / 0.83 / 0.99 on that rule and no gain on the world (0.5: -0.0001, 0.2: see
     #: docs/results.md). The ids' memorisation is left to more data, not to this switch.
     id_dropout: float = 0.0
+    #: Id admission by frequency (ours; the "feature admission" of production rankers):
+    #: an item id exposed fewer than this many times as a candidate in the training rows,
+    #: or a user id with fewer training requests, reads as the unknown id, in training and
+    #: in serving (the admitted buckets are a buffer of the checkpoint). 0 admits every id.
+    #: An id seen a handful of times cannot be learned, only memorised: at the default
+    #: ablation budget (about 6 exposures per item) dropping the item and user ids lifted
+    #: every neural row (docs/results.md, issue 17), while with more data the ids pay.
+    id_min_count: int = 0
     #: Candidates go through the IH/PA item adapter instead of their own (ours; the spec's
     #: table gives CIS a separate adapter: False restores it). Shared, a candidate and the
     #: same item (or category) in the context start as the same vector and attention can
@@ -198,6 +207,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.progressive_steps must name every task of {TASKS}")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ValueError(f"ModelConfig.id_dropout must be in [0, 1), got {self.id_dropout}")
+        if self.id_min_count < 0:
+            raise ValueError(f"ModelConfig.id_min_count must be >= 0, got {self.id_min_count}")
         if self.num_steps < 0:
             raise ValueError(f"ModelConfig.num_steps must be >= 0, got {self.num_steps}")
         if self.d_model % self.n_heads:

@@ -48,13 +48,22 @@ class HashedEmbedding(nn.Embedding):
     matches where it is kept. Evaluation reads every id."""
 
     def __init__(
-        self, num_embeddings: int, embedding_dim: int, std: float = ID_EMBEDDING_STD, dropout: float = 0.0
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        std: float = ID_EMBEDDING_STD,
+        dropout: float = 0.0,
+        admission: bool = False,
     ) -> None:
         super().__init__(num_embeddings, embedding_dim)  # draws N(0, ID_EMBEDDING_STD^2)
         if std != ID_EMBEDDING_STD:
             nn.init.normal_(self.weight, std=std)
         self.dropout = dropout
         self._dropped: torch.Tensor | None = None  # [num_embeddings] bool, the current draw
+        #: Id admission (``ModelConfig.id_min_count``): which buckets hold an admitted id;
+        #: the others read as the unknown id, in training and serving alike. A buffer, so
+        #: the checkpoint (and the Triton model loaded from it) carries it.
+        self.register_buffer("admitted", torch.ones(num_embeddings, dtype=torch.bool) if admission else None)
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=ID_EMBEDDING_STD)
@@ -65,8 +74,18 @@ class HashedEmbedding(nn.Embedding):
         dropped[0] = False  # the OOV bucket itself
         self._dropped = dropped
 
+    def admit(self, ids: torch.Tensor) -> None:
+        """Admit exactly these raw ids (their buckets; the unknown bucket stays)."""
+        assert self.admitted is not None, "built without admission"
+        admitted = torch.zeros_like(self.admitted)
+        admitted[bucket(ids.to(self.admitted.device), self.num_embeddings)] = True
+        admitted[0] = True
+        self.admitted.copy_(admitted)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         buckets = bucket(ids, self.num_embeddings)
+        if self.admitted is not None:
+            buckets = torch.where(self.admitted[buckets], buckets, torch.zeros_like(buckets))
         if self.training and self.dropout > 0:
             if self._dropped is None:
                 self.resample_dropout()
@@ -94,7 +113,9 @@ class ItemEmbeddings(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.side = config.use_side_info
-        self.item = HashedEmbedding(config.item_vocab, config.id_dim, config.id_embedding_std, config.id_dropout)
+        self.item = HashedEmbedding(
+            config.item_vocab, config.id_dim, config.id_embedding_std, config.id_dropout, config.id_min_count > 0
+        )
         if self.side:
             self.shop = HashedEmbedding(config.shop_vocab, config.side_dim, config.side_embedding_std)
             self.category = HashedEmbedding(config.category_vocab, config.side_dim, config.side_embedding_std)
@@ -112,7 +133,9 @@ class UserAdapter(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.side = config.use_side_info
-        self.user = HashedEmbedding(config.user_vocab, config.id_dim, config.id_embedding_std, config.id_dropout)
+        self.user = HashedEmbedding(
+            config.user_vocab, config.id_dim, config.id_embedding_std, config.id_dropout, config.id_min_count > 0
+        )
         n_side = N_USER_CAT - 1
         if self.side:
             self.profile = nn.ModuleList(

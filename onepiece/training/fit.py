@@ -98,8 +98,11 @@ def fit(
     evaluate: Callable[[OnePiece], Score],
     on_step: Callable[[int, int, float], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    prepare: Callable[[OnePiece], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train a fresh, seeded model; ``on_step(epoch, step, loss)`` / ``on_epoch(record)`` report.
+    ``prepare(model)`` runs on the fresh model before the first step (e.g. id admission);
+    what it returns joins the history.
 
     History: ``steps`` (loss per step and task), ``epochs`` (train loss, eval value and
     ``Score.extra``), ``eval_metric``, ``best_epoch``, ``best_eval``.
@@ -110,6 +113,8 @@ def fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(settings, s))
     history: dict[str, Any] = {"steps": [], "epochs": [], "eval_metric": None}
+    if prepare is not None:
+        history |= prepare(model)
     best_value, best_state, best_epoch, stale = -math.inf, None, None, 0
     step = 0
     for epoch in range(1, settings.epochs + 1):

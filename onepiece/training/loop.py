@@ -20,6 +20,7 @@ import pyarrow as pa
 from onepiece.evaluation.evaluate import evaluate_model, headline
 from onepiece.model import ModelConfig, OnePiece, save_checkpoint
 from onepiece.model.inputs import with_candidate_set_columns
+from onepiece.training.admission import admit_ids
 from onepiece.training.batches import batches_per_epoch, epoch_batches
 from onepiece.training.config import TrainConfig
 from onepiece.training.fit import FitSettings, Score, TrainResult, batch_loss, fit
@@ -61,6 +62,7 @@ def train(
         evaluate,
         on_step,
         on_epoch,
+        prepare=(lambda model: admit_ids(model, train_rows)) if model_config.id_min_count else None,
     )
 
 
