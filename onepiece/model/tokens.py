@@ -63,6 +63,7 @@ class HashedEmbedding(nn.Embedding):
         #: Id admission (``ModelConfig.id_min_count``): which buckets hold an admitted id;
         #: the others read as the unknown id, in training and serving alike. A buffer, so
         #: the checkpoint (and the Triton model loaded from it) carries it.
+        self.admitted: torch.Tensor | None
         self.register_buffer("admitted", torch.ones(num_embeddings, dtype=torch.bool) if admission else None)
 
     def reset_parameters(self) -> None:
