@@ -113,7 +113,8 @@ def export(
         int, typer.Option(help="torch threads per CPU instance (scale with --instance-count).")
     ] = 1,
 ) -> None:
-    """Write a checkpoint as a version of onepiece_ranker and regenerate config.pbtxt."""
+    """Write a checkpoint as a version of onepiece_ranker (a retrieval checkpoint: of
+    onepiece_user_tower) and regenerate config.pbtxt."""
     from onepiece.errors import UserError
     from onepiece.serving.export import ExportConfig, export_checkpoint
 

@@ -37,7 +37,9 @@ Conventions (stable; other parts code against them):
   from these specs. A model that does not share its context (``layout_of``) is served one
   sequence per batch element (``per_group``); one that does is served bundles of whole
   requests, each context once with its groups and their ``group_context`` index
-  (``shared_context``; ``ModelInputs.bundle`` / ``from_bundles``).
+  (``shared_context``; ``ModelInputs.bundle`` / ``from_bundles``). A retrieval model is
+  served as a user tower (``user_tower``): the context tensors of one request per batch
+  element (``tensorize_contexts``), its user vectors out (``USER_TOWER_OUTPUTS``).
 * Query text: lower-cased, split on whitespace, each word hashed with 32-bit FNV-1a over
   its UTF-8 bytes (stable across processes, unlike ``hash()``), at most
   ``query_max_pieces`` pieces.
@@ -160,16 +162,28 @@ OUTPUT_SPECS: Final[dict[str, TensorSpec]] = {
 }
 
 
-#: The two layouts of a Triton request; ``onepiece export`` picks one from the checkpoint's
-#: config (``layout_of``) and the client sends what the served model declares.
+#: Output of the retrieval user tower (``user_tower`` layout): each context's user vectors
+#: r_k at every step, (S, d) per batch element (``OnePiece.encode_users``).
+USER_TOWER_OUTPUTS: Final[dict[str, TensorSpec]] = {"user_vectors": TensorSpec(_F32, (-1, -1))}
+
+
+#: The layouts of a Triton request; ``onepiece export`` picks one from the checkpoint's
+#: config (``layout_of``) and the client sends what the served model declares. The two
+#: ranker layouts score candidates; ``user_tower`` (a retrieval model) takes one context
+#: per batch element, no candidates, and returns its user vectors.
 PER_GROUP: Final = "per_group"
 SHARED_CONTEXT: Final = "shared_context"
-LAYOUTS: Final = (PER_GROUP, SHARED_CONTEXT)
+USER_TOWER: Final = "user_tower"
+LAYOUTS: Final = (PER_GROUP, SHARED_CONTEXT, USER_TOWER)
 
 
 def layout_of(config: ModelConfig) -> str:
-    """The served layout of a model: shared-context when each request's context can be
-    encoded once (``ModelConfig.shares_context``), else one sequence per group."""
+    """The served layout of a model: the user tower for a retrieval model (candidates are
+    searched in the item index, not scored by the server); shared-context when each
+    request's context can be encoded once (``ModelConfig.shares_context``), else one
+    sequence per group."""
+    if config.mode == "retrieval":
+        return USER_TOWER
     return SHARED_CONTEXT if config.shares_context else PER_GROUP
 
 
@@ -185,6 +199,8 @@ def served_inputs(layout: str) -> dict[str, TensorSpec]:
     """
     if layout == PER_GROUP:
         return dict(TENSOR_SPECS)
+    if layout == USER_TOWER:
+        return {name: TENSOR_SPECS[name] for name in CONTEXT_TENSORS}
     if layout != SHARED_CONTEXT:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     specs = {name: TensorSpec(s.dtype, (-1, *s.shape)) for name, s in TENSOR_SPECS.items()}
@@ -192,9 +208,12 @@ def served_inputs(layout: str) -> dict[str, TensorSpec]:
 
 
 def served_outputs(layout: str) -> dict[str, TensorSpec]:
-    """The Triton outputs of a layout: per sequence [C]; per bundle [G, C]."""
+    """The Triton outputs of a layout: per sequence [C]; per bundle [G, C]; per context
+    of the user tower [S, d]."""
     if layout == PER_GROUP:
         return dict(OUTPUT_SPECS)
+    if layout == USER_TOWER:
+        return dict(USER_TOWER_OUTPUTS)
     served_inputs(layout)  # checks the name
     return {name: TensorSpec(s.dtype, (-1, *s.shape)) for name, s in OUTPUT_SPECS.items()}
 
@@ -278,17 +297,22 @@ class ModelInputs:
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ModelInputs:
         """Build from named tensors (e.g. a Triton request), checking names and dtypes."""
-        missing = [name for name in TENSOR_SPECS if name not in tensors]
-        if missing:
-            raise ValueError(f"model inputs missing: {missing}")
-        for name, spec in TENSOR_SPECS.items():
-            t = tensors[name]
-            if t.dtype != spec.torch_dtype or t.dim() != len(spec.shape) + 1:
-                raise ValueError(
-                    f"model input '{name}': got {t.dtype} {tuple(t.shape)}, "
-                    f"expected {spec.dtype} [batch, {', '.join(map(str, spec.shape))}]"
-                )
+        _check_tensors(tensors, TENSOR_SPECS)
         return cls(**{name: tensors[name] for name in TENSOR_SPECS})
+
+    @classmethod
+    def from_contexts(cls, tensors: dict[str, torch.Tensor]) -> ModelInputs:
+        """Contexts without candidates, from the named ``CONTEXT_TENSORS`` (a user tower
+        request, ``served_inputs("user_tower")``): every candidate tensor has width 0."""
+        _check_tensors(tensors, {name: TENSOR_SPECS[name] for name in CONTEXT_TENSORS})
+        b, device = int(tensors["user_cat"].shape[0]), tensors["user_cat"].device
+        empty = {
+            name: torch.zeros((b, 0, *TENSOR_SPECS[name].shape[1:]), dtype=TENSOR_SPECS[name].torch_dtype,
+                              device=device)
+            for name in ("cand_item_cat", "cand_item_num")
+        }
+        no_candidates = torch.zeros((b, 1), dtype=torch.int64, device=device)
+        return cls(**{name: tensors[name] for name in CONTEXT_TENSORS}, **empty, cand_len=no_candidates)
 
     def bundle(self) -> dict[str, torch.Tensor]:
         """Shared layout: the named tensors of one Triton request (``served_inputs``), a
@@ -387,6 +411,20 @@ class ModelInputs:
         chunks of it have similar lengths, so ``trim_padding`` cuts each one further."""
         key = self.ih_len[:, 0] * (self.pa_item_cat.shape[1] + 1) + self.pa_len[:, 0]
         return torch.argsort(key, stable=True)
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], specs: dict[str, TensorSpec]) -> None:
+    """Every tensor of ``specs`` present with its dtype and rank (batch dim first)."""
+    missing = [name for name in specs if name not in tensors]
+    if missing:
+        raise ValueError(f"model inputs missing: {missing}")
+    for name, spec in specs.items():
+        t = tensors[name]
+        if t.dtype != spec.torch_dtype or t.dim() != len(spec.shape) + 1:
+            raise ValueError(
+                f"model input '{name}': got {t.dtype} {tuple(t.shape)}, "
+                f"expected {spec.dtype} [batch, {', '.join(map(str, spec.shape))}]"
+            )
 
 
 #: The tensors of a request's context, and those of one candidate group.
@@ -690,6 +728,21 @@ def _candidate_groups(
     return tensors, request_row, flat_index
 
 
+def _context_arrays(contexts: pa.Table, config: ModelConfig, fixed_shape: bool, source: str) -> dict:
+    """The context tensors (SD, IH, PA) of every row as numpy arrays, padded to the
+    longest in ``contexts`` or, with ``fixed_shape``, to the configured maxima."""
+    widths = {
+        "ih": config.ih_max_len if fixed_shape else None,
+        "pa": N_PA_GROUPS * (config.pa_per_group + 2) if fixed_shape else None,
+        "sd": config.query_max_pieces if fixed_shape else None,
+    }
+    return {
+        **_sd(contexts, config, widths["sd"]),
+        **_ih(contexts, config, widths["ih"], source),
+        **_pa(contexts, config, widths["pa"], source),
+    }
+
+
 # ---------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------
@@ -720,16 +773,7 @@ def tensorize(
         raise ContractError("contexts", source, "required column is missing", column=missing[0])
     if fixed_shape and config.group_size == 0:
         raise ValueError("fixed_shape needs a fixed group_size (C > 0)")
-    widths = {
-        "ih": config.ih_max_len if fixed_shape else None,
-        "pa": N_PA_GROUPS * (config.pa_per_group + 2) if fixed_shape else None,
-        "sd": config.query_max_pieces if fixed_shape else None,
-    }
-    per_row = {
-        **_sd(contexts, config, widths["sd"]),
-        **_ih(contexts, config, widths["ih"], source),
-        **_pa(contexts, config, widths["pa"], source),
-    }
+    per_row = _context_arrays(contexts, config, fixed_shape, source)
     cand, request_row, flat_index = _candidate_groups(
         contexts, config, fixed_shape, shuffle_seed, source
     )
@@ -749,6 +793,23 @@ def tensorize(
         cand_flat_index=torch.from_numpy(flat_index.astype(np.int64)),
         group_context=None if group_context is None else torch.from_numpy(group_context.astype(np.int64)),
     )
+
+
+def tensorize_contexts(
+    contexts: pa.Table, config: ModelConfig, *, fixed_shape: bool = False, source: str = "<contexts>"
+) -> ModelInputs:
+    """One row per context row, no candidates (``ModelInputs.from_contexts``): the user
+    tower's input, for every row whatever its candidates (a request without any too).
+    Padding as ``tensorize``'s: to the longest in this batch, or with ``fixed_shape`` to
+    the configured maxima."""
+    missing = [f.name for f in CONTEXTS_SCHEMA if f.name not in contexts.column_names]
+    if missing:
+        raise ContractError("contexts", source, "required column is missing", column=missing[0])
+    per_row = _context_arrays(contexts, config, fixed_shape, source)
+    return ModelInputs.from_contexts({
+        name: torch.from_numpy(np.ascontiguousarray(per_row[name], dtype=TENSOR_SPECS[name].dtype))
+        for name in CONTEXT_TENSORS
+    })
 
 
 def candidate_values(contexts: pa.Table, column: str, inputs: ModelInputs) -> torch.Tensor:

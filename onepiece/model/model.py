@@ -143,6 +143,17 @@ class OnePiece(nn.Module):
         out.logits = {task: out.logits[task][..., step] for task, step in task_steps.items()}
         return out
 
+    def encode_users(self, x: ModelInputs) -> torch.Tensor:
+        """Retrieval: the user vectors r_k (B, S, d) of x's contexts, the ones ``forward``
+        scores candidates with; reads no candidate (``ModelInputs.from_contexts`` inputs
+        do). The user tower's one call: the route in-process and Triton both make it."""
+        assert self.config.mode == "retrieval", f"{self.config.name}: user vectors need a retrieval model"
+        ctx = self.encoder(x, with_candidates=False)
+        blocks = self.reasoner(ctx.tokens, ctx.roles, self._block(ctx), cached=True)
+        if isinstance(self.head, RetrievalHead) and self.config.reasoning == "block":
+            return self.head.user_vectors(blocks)  # blocks (B, N_SD, S, d) -> (B, S, d)
+        return blocks[:, 0]  # last-token reasoning: (B, S, d)
+
     def _forward(self, x: ModelInputs, cached: bool) -> ModelOutput:
         if self.config.backbone == "dlrm":
             cand_valid = torch.arange(x.cand_item_cat.shape[1], device=x.cand_len.device)[None] < x.cand_len

@@ -1,16 +1,20 @@
-"""Retrieval serving: every item's vector z_v from the item adapter, for NN search."""
+"""Retrieval serving: every item's vector z_v from the item adapter, for NN search, and
+every context's user vector r_k (the user tower)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from onepiece.contract.validate import ContractError
-from onepiece.model.inputs import ITEM_CAT_FEATURES, ITEM_NUM_FEATURES, _scalar_values, _transform, tensorize
+from onepiece.model.inputs import (
+    ITEM_CAT_FEATURES,
+    ITEM_NUM_FEATURES,
+    _scalar_values,
+    _transform,
+    tensorize_contexts,
+)
 from onepiece.model.model import OnePiece
 
 
@@ -45,28 +49,26 @@ def export_item_vectors(
     return ids, vectors
 
 
+def click_step(config) -> int:
+    """The step whose user vector r_k the route searches with: the click task's."""
+    return config.task_steps()["click"]
+
+
 def user_vectors(model, rows: pa.Table, batch_size: int = 256) -> np.ndarray:
     """r_k at the click step for every context or training row: [R, d] float32, in row
-    order. The user vector does not read the candidates; ``batch_size`` is fixed so the
-    same rows give the same bytes."""
-    config = dataclasses.replace(model.config, group_size=0)
-    # The user vector does not depend on the candidates: keep one so every row is a sequence.
-    one = rows.combine_chunks()
-    for name in one.column_names:
-        if name.startswith("cand_") or name.startswith("label_"):
-            one = one.set_column(
-                one.schema.get_field_index(name), name, pc.list_slice(one[name], 0, 1)
-            )
-    step = model.config.task_steps()["click"]
+    order, candidates not read (a row without any gets its vector too). The rows go in
+    fixed batches of ``batch_size``, each padded to its longest (``tensorize_contexts``),
+    so the same rows give the same bytes; the Triton user tower is sent the same batches
+    (``TritonRankerClient.user_vectors``)."""
+    step = click_step(model.config)
     out = []
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, one.num_rows, batch_size):
-                inputs = tensorize(one.slice(start, batch_size), config)
-                result = model(inputs)
-                out.append(result.user_vectors[:, step].float().numpy())
+            for start in range(0, rows.num_rows, batch_size):
+                inputs = tensorize_contexts(rows.slice(start, batch_size), model.config)
+                out.append(model.encode_users(inputs)[:, step].float().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.config.d_model), np.float32)

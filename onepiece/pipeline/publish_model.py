@@ -27,7 +27,6 @@ Work files live under ``<data>/_runs/model_publish/<run key>/``.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import re
@@ -193,22 +192,14 @@ def gate(config: PublishConfig, evaluation: dict[str, Any]) -> dict[str, Any]:
     return {"passed": True, "margin": None if serving is None else candidate - serving}
 
 
-def _digest(path: Path) -> str:
-    """The checkpoint's weights and config (a calibrated copy differs in config only)."""
-    from onepiece.serving.export import CONFIG_FILE, WEIGHTS_FILE, config_sha256
-
-    weights = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
-    return weights + config_sha256((path / CONFIG_FILE).read_text())
-
-
 def export(config: PublishConfig, checkpoint: str) -> dict[str, Any]:
     """Export the checkpoint as the next version (or find the version it already is)."""
-    from onepiece.serving.export import export_checkpoint, exported_versions
+    from onepiece.serving.export import export_checkpoint, exported_versions, model_digest
 
     model_dir = Path(config.serving.model_repo) / config.serving.model_name
-    wanted = _digest(Path(checkpoint))
+    wanted = model_digest(checkpoint)
     for version, path in sorted(exported_versions(model_dir).items()):
-        if _digest(path) == wanted:
+        if model_digest(path) == wanted:
             return {"version": version, "exported": False}
     written = export_checkpoint(checkpoint, config.serving.model_repo)
     return {"version": int(written.name), "exported": True}

@@ -1,8 +1,10 @@
 """The retrieval route in batch: context rows -> user vectors -> top-N items per request.
 
 For a window's context rows (the contexts job's output: IH, PA and SD as of T), each
-request's user vector r_k (the click step's, ``onepiece.model.retrieval.user_vectors``)
-is computed in-process and searched in the item index (``onepiece.retrieval.index``).
+request's user vector r_k (the click step's) is computed in-process
+(``onepiece.model.retrieval.user_vectors``) or by the served user tower through Triton
+(``onepiece.serving.user_tower``; same batches, same vectors, same bytes) and searched in
+the item index (``onepiece.retrieval.index``), which the job loads, never Triton.
 The rows are ``RETRIEVAL_SCHEMA``, ``recall_source = "onepiece_retrieval"``. Nothing is
 excluded: the upstream excludes nothing a request has seen either.
 
@@ -22,6 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from onepiece import storage
 from onepiece.contract import CONTEXTS_SCHEMA, RETRIEVAL_SCHEMA, RETRIEVAL_SOURCE, ContractError, validate_manifest
 from onepiece.errors import UserError
 from onepiece.retrieval.index import ItemIndex, load_item_index
+from onepiece.serving.user_tower import UserTowerServing
 
 MANIFEST_NAME = "_manifest.json"
 PART_FILE = "part-00000.parquet"
@@ -44,20 +48,29 @@ class RouteConfig:
     """What the route retrieves per request."""
 
     top_n: int = 200  # items per request (the paper's route feeds the pre-ranker; ours)
-    #: Context rows per user-vector forward: fixed, so the same rows give the same bytes.
+    #: Context rows per user-vector forward (and per Triton request): fixed, so the same
+    #: rows give the same bytes, in-process or through Triton.
     batch_size: int = 256
+    #: Where user vectors are computed: "inprocess" (the loaded checkpoint) or "triton"
+    #: (the served onepiece_user_tower version the index was built from).
+    user_vectors: str = "inprocess"
 
     def __post_init__(self) -> None:
+        from onepiece.serving.user_tower import USER_VECTOR_PATHS
+
         if self.top_n < 1 or self.batch_size < 1:
             raise UserError(f"--top-n and the batch size must be at least 1 (got {self.top_n}, {self.batch_size})")
+        if self.user_vectors not in USER_VECTOR_PATHS:
+            raise UserError(f"user vectors must be one of {', '.join(USER_VECTOR_PATHS)}, got {self.user_vectors!r}")
 
 
 def retrieve(
     model, index: ItemIndex, contexts: pa.Table, config: RouteConfig = RouteConfig(),
-    model_version: int | None = None,
+    model_version: int | None = None, encode: Callable[[pa.Table], np.ndarray] | None = None,
 ) -> pa.Table:
     """The top ``config.top_n`` items of every context row, ``RETRIEVAL_SCHEMA`` rows
-    sorted by (request_id, rank)."""
+    sorted by (request_id, rank). ``encode`` turns the (sorted) rows into their user
+    vectors [R, d]; default in-process (``onepiece.model.retrieval.user_vectors``)."""
     from onepiece.model.retrieval import user_vectors
 
     if model.config.mode != "retrieval":
@@ -68,7 +81,7 @@ def retrieve(
     if missing:
         raise ContractError("contexts", "<retrieve>", "required column is missing", missing[0])
     contexts = contexts.sort_by([("request_id", "ascending")])
-    r = user_vectors(model, contexts, config.batch_size)  # [R, d]
+    r = user_vectors(model, contexts, config.batch_size) if encode is None else encode(contexts)  # [R, d]
     ids, scores = index.search(r, config.top_n)  # [R, N] best first, -1 padded
     found = ids >= 0
     row = np.repeat(np.arange(contexts.num_rows), found.sum(axis=1))
@@ -93,6 +106,25 @@ def retrieve(
     return pa.table(columns, schema=RETRIEVAL_SCHEMA)
 
 
+def _retrieve_on_triton(
+    model, index: ItemIndex, contexts: pa.Table, config: RouteConfig, version: int | None,
+    checkpoint: Path, serving: UserTowerServing | None, index_dir: Path,
+) -> pa.Table:
+    """``retrieve`` with the user vectors of the served user tower ``version``."""
+    from onepiece.model.retrieval import click_step
+    from onepiece.serving.user_tower import user_tower_client
+
+    if version is None:
+        raise UserError(
+            f"the item index {index_dir} records no model version, so no served user tower can be "
+            "pinned: build it from an exported version (`onepiece index publish`)"
+        )
+    step = click_step(model.config)
+    with user_tower_client(serving or UserTowerServing(), version, checkpoint) as client:
+        return retrieve(model, index, contexts, config, version,
+                        encode=lambda rows: client.user_vectors(rows, config.batch_size)[:, step])
+
+
 def _window_t(contexts: pa.Table, where: str) -> dt.datetime:
     """The window's T: the one ``as_of`` of a contexts partition (a refresh window)."""
     if contexts.num_rows == 0:
@@ -112,12 +144,16 @@ def run_route(
     out: str | Path,
     config: RouteConfig = RouteConfig(),
     checkpoint: str | Path | None = None,
+    serving: UserTowerServing | None = None,
 ) -> dict[str, Any]:
     """Retrieve for a contexts partition with a published index; publish ``out``.
 
     ``checkpoint`` is the retrieval model the index was built from (default: the index
     directory's parent, where ``onepiece index build`` puts it); its config must match
-    the index manifest's. Returns the manifest written beside the rows.
+    the index manifest's. With ``config.user_vectors == "triton"`` the user vectors come
+    from the index's model version of the served user tower (``serving``; default an
+    embedded server over ``model_repo/``), else from the checkpoint in this process;
+    the rows are the same. Returns the manifest written beside the rows.
     """
     from onepiece.model import load_checkpoint
     from onepiece.serving.export import config_sha256
@@ -144,7 +180,10 @@ def run_route(
             f"T = {as_of.isoformat()}: rebuild it as of T or earlier (`onepiece index build --as-of`)"
         )
     version = index_manifest["model"]["version"]
-    rows = retrieve(model, index, contexts, config, version)
+    if config.user_vectors == "triton":
+        rows = _retrieve_on_triton(model, index, contexts, config, version, checkpoint, serving, index_dir)
+    else:
+        rows = retrieve(model, index, contexts, config, version)
     files = sorted(str(p) for p in contexts_dir.glob("*.parquet"))
     index_files = sorted(str(p) for p in index_dir.iterdir() if p.is_file())
     inputs = [{"path": f"contexts/{Path(f).name}", "fingerprint": storage.fingerprint_files([f])} for f in files]

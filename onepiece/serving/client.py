@@ -12,7 +12,9 @@
   FeatureService match the checkpoint the run expects.
 - Layouts: a per-group model gets one sequence per group (the context repeated); a model
   that shares its context gets bundles of whole requests, each context sent once with all
-  its groups and their ``group_context`` index (a chunk of rows is one bundle).
+  its groups and their ``group_context`` index (a chunk of rows is one bundle); a
+  retrieval model's user tower gets contexts alone and returns their user vectors
+  (``user_vectors``).
 """
 
 from __future__ import annotations
@@ -284,17 +286,16 @@ class TritonRankerClient:
         """The served inputs must be the layout export picks for the checkpoint (the run's,
         else the one the served version records): a stale repository is refused."""
         from onepiece.model import ModelConfig
-        from onepiece.model.inputs import SHARED_CONTEXT, layout_of
+        from onepiece.model.inputs import SHARED_CONTEXT, USER_TOWER, layout_of
 
         which = "the checkpoint this run expects" if expected_config_json else "its own recorded config"
         config = ModelConfig.from_json(expected_config_json or served.config_json)
         needed = layout_of(config)
         if needed != served.layout:
-            why = (
-                "its context is blind to the candidates, so each request's context is sent once"
-                if needed == SHARED_CONTEXT
-                else "its context sees the candidates, so every group is sent as its own sequence"
-            )
+            why = {
+                SHARED_CONTEXT: "its context is blind to the candidates, so each request's context is sent once",
+                USER_TOWER: "it is a retrieval model: contexts in, user vectors out",
+            }.get(needed, "its context sees the candidates, so every group is sent as its own sequence")
             raise UserError(
                 f"{served.name} v{served.version} on {url} is served in the {served.layout} "
                 f"tensor layout, but {which} ({config.name}) needs the {needed} layout ({why}): "
@@ -428,7 +429,13 @@ class TritonRankerClient:
                 f"v{self.served.version}: {_message(err)}"
             ) from None
         self._consecutive_failures = 0
-        return {name: result.as_numpy(name) for name in _output_names()}
+        return {name: result.as_numpy(name) for name in self._served_outputs()}
+
+    def _served_outputs(self) -> list[str]:
+        from onepiece.model.inputs import served_outputs
+
+        assert self.served is not None, "call preflight() first"
+        return list(served_outputs(self.served.layout))
 
     def infer_batch(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One request (at most max_batch_size sequences), with failover and backoff."""
@@ -473,7 +480,7 @@ class TritonRankerClient:
             self.infer_batch({n: a[i : i + step] for n, a in tensors.items()})
             for i in range(0, b, step)
         ]
-        return {name: np.concatenate([p[name] for p in parts]) for name in _output_names()}
+        return {name: np.concatenate([p[name] for p in parts]) for name in self._served_outputs()}
 
     @property
     def shared(self) -> bool:
@@ -548,6 +555,36 @@ class TritonRankerClient:
             name: np.concatenate([r[name] for r in results]) if results else np.zeros(0, np.float32)
             for name in _output_names()
         }
+
+    def user_vectors(self, contexts: pa.Table, batch_size: int, source: str = "<contexts>") -> np.ndarray:
+        """User tower: every context row's user vectors r_k, [R, S, d] float32 in row
+        order. The rows go in consecutive batches of ``batch_size``, one request each,
+        padded to the batch's longest (``tensorize_contexts``): the batches the route's
+        in-process path (``onepiece.model.retrieval.user_vectors``) runs, so the vectors
+        are the same."""
+        from onepiece.model.inputs import CONTEXT_TENSORS, USER_TOWER, tensorize_contexts
+
+        assert self.served is not None, "call preflight() first"
+        if self.served.layout != USER_TOWER:
+            raise UserError(
+                f"{self.served.name} v{self.served.version} is served in the {self.served.layout} layout: "
+                "user vectors need a retrieval model's user tower (onepiece_user_tower)"
+            )
+        if batch_size > self.served.max_batch_size:
+            raise UserError(
+                f"batches of {batch_size} contexts exceed {self.served.name}'s max_batch_size "
+                f"{self.served.max_batch_size}: re-export it with a larger --max-batch-size"
+            )
+        model_config = self.served.model_config
+
+        def one(start: int) -> np.ndarray:
+            inputs = tensorize_contexts(contexts.slice(start, batch_size), model_config, source=source)
+            return self.infer_batch({name: getattr(inputs, name).numpy() for name in CONTEXT_TENSORS})["user_vectors"]
+
+        parts = list(self._pool.map(one, range(0, contexts.num_rows, batch_size)))
+        if not parts:
+            return np.zeros((0, model_config.num_outputs, model_config.d_model), np.float32)
+        return np.concatenate(parts)
 
 
 def _bundle_rows(inputs: Any, max_groups: int) -> list[Any]:

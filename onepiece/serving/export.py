@@ -1,6 +1,8 @@
 """Export a checkpoint into a Triton model repository and keep its ``config.pbtxt`` right.
 
-Layout (standard Triton, loads unchanged in NVIDIA's server container)::
+Layout (standard Triton, loads unchanged in NVIDIA's server container); the retrieval
+model's ``onepiece_user_tower`` is laid out the same way (its versions also carry their
+``item_index/``, ``onepiece.retrieval.publish``)::
 
     model_repo/onepiece_ranker/
         config.pbtxt            generated: tensor contract, batching, instances, versions
@@ -15,30 +17,36 @@ server's version against its checkpoint before scoring. Inputs and outputs are g
 from the tensor contract (``onepiece.model.inputs.served_inputs`` / ``served_outputs``) in
 the layout the checkpoint's config needs (``layout_of``): one sequence per batch element
 for a model whose context sees the candidates, bundles of whole requests (each context
-once, its groups, a ``group_context`` index; ragged inputs) for one that shares it. One
+once, its groups, a ``group_context`` index; ragged inputs) for one that shares it, one
+context per batch element and its user vectors out for a retrieval model. One
 ``config.pbtxt`` holds one layout, so the versions it keeps loaded must agree on it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from onepiece.errors import UserError
 
 MODEL_NAME = "onepiece_ranker"
+#: The retrieval model's user tower (layout ``user_tower``): contexts in, user vectors out.
+USER_TOWER_MODEL = "onepiece_user_tower"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 ADAPTER_FILE = "model.py"
 
 #: The committed adapter every version directory carries (see model_repo/README.md).
 ADAPTER_SOURCE = '''\
-"""Triton Python-backend entry point of one onepiece_ranker version: a thin adapter.
+"""Triton Python-backend entry point of one model version (onepiece_ranker or
+onepiece_user_tower): a thin adapter.
 
 The model is built and run by the installed ``onepiece`` package
 (onepiece/serving/triton_model.py); this file only makes it importable. In NVIDIA's
@@ -106,6 +114,14 @@ def config_sha256(config_json: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def model_digest(directory: str | Path) -> str:
+    """A model directory's weights and config (canonical JSON): equal for the same model,
+    so a checkpoint exported before is found again (a calibrated copy differs in config)."""
+    directory = Path(directory)
+    weights = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
+    return weights + config_sha256((directory / CONFIG_FILE).read_text())
+
+
 def _pb_string(text: str) -> str:
     """A protobuf text-format string literal (JSON escaping is a subset for ASCII text)."""
     return json.dumps(text, ensure_ascii=True)
@@ -155,7 +171,7 @@ def served_layout(config: ExportConfig, versions: dict[int, str]) -> str:
     text); per-group for a repository without exported versions. Mixed layouts are refused:
     one config.pbtxt declares one set of inputs."""
     from onepiece.model import ModelConfig
-    from onepiece.model.inputs import PER_GROUP, layout_of
+    from onepiece.model.inputs import layout_of
 
     layouts = {
         v: layout_of(ModelConfig.from_json(versions[v]))
@@ -168,13 +184,20 @@ def served_layout(config: ExportConfig, versions: dict[int, str]) -> str:
             f"tensor layouts ({listed}) and one config.pbtxt declares one: export the new "
             "layout into another model repository, or with --latest-versions 1"
         )
-    return next(iter(layouts.values()), PER_GROUP)
+    return next(iter(layouts.values()), default_layout(config.model_name))
+
+
+def default_layout(model_name: str) -> str:
+    """The layout of a model's repository before any version is exported."""
+    from onepiece.model.inputs import PER_GROUP, USER_TOWER
+
+    return USER_TOWER if model_name == USER_TOWER_MODEL else PER_GROUP
 
 
 def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: str | None = None) -> str:
     """config.pbtxt text for the model; ``versions`` maps version -> its config.json text.
     ``layout`` (default: the versions', ``served_layout``) picks the tensor contract."""
-    from onepiece.model.inputs import SHARED_CONTEXT, served_inputs, served_outputs
+    from onepiece.model.inputs import SHARED_CONTEXT, USER_TOWER, served_inputs, served_outputs
 
     layout = layout or served_layout(config, versions)
     shared = layout == SHARED_CONTEXT
@@ -218,12 +241,20 @@ def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: 
             "# batch together. Length tensors mark padding.",
         ]
         batching = [f"  max_queue_delay_microseconds: {config.max_queue_delay_us}"]
+    elif layout == USER_TOWER:
+        header = [
+            "# Generated by `onepiece export` from onepiece/model/inputs.py (TENSOR_SPECS,",
+            "# USER_TOWER_OUTPUTS); do not edit by hand. The retrieval model's user tower: one",
+            "# sample = one request's context (no candidates), out its user vectors r_k [S, d];",
+            "# length tensors mark padding. The item index is searched by the job, not here.",
+        ]
     else:
         header = [
             "# Generated by `onepiece export` from onepiece/model/inputs.py (TENSOR_SPECS,",
             "# OUTPUT_SPECS); do not edit by hand. One sample = one context plus one group of",
             "# at most C candidates; length tensors mark padding.",
         ]
+    if not shared:
         batching = [
             f"  preferred_batch_size: [ {', '.join(map(str, config.preferred_batch_sizes))} ]",
             f"  max_queue_delay_microseconds: {config.max_queue_delay_us}",
@@ -260,17 +291,30 @@ def write_config_pbtxt(model_dir: Path, config: ExportConfig) -> Path:
     return target
 
 
+def model_name_for(model_config: Any) -> str:
+    """The served model a checkpoint's config belongs to: the user tower for a retrieval
+    model, else the ranker."""
+    from onepiece.model.inputs import USER_TOWER, layout_of
+
+    return USER_TOWER_MODEL if layout_of(model_config) == USER_TOWER else MODEL_NAME
+
+
 def export_checkpoint(
     checkpoint: str | Path,
     model_repo: str | Path,
     version: int | None = None,
     config: ExportConfig | None = None,
+    fill: Callable[[Path, int], None] | None = None,
 ) -> Path:
     """Write ``checkpoint`` as version ``version`` (default: next) of the served model.
 
     The checkpoint is loaded first (weights without unpickling), so a broken one never
-    reaches the repository. The version directory is published atomically; exporting the
-    same checkpoint again writes identical bytes.
+    reaches the repository. A retrieval checkpoint is a version of ``onepiece_user_tower``
+    (the default ``onepiece_ranker`` name follows it there); a ranking one is refused
+    there. ``fill(staging, version)`` writes more into the staged version directory (the
+    item index of ``onepiece.retrieval.publish``) before it is published. The version
+    directory is published atomically; exporting the same checkpoint again writes
+    identical bytes.
     """
     from onepiece.model import load_checkpoint
     from onepiece.storage import staged_dir
@@ -281,9 +325,17 @@ def export_checkpoint(
         if not (checkpoint / name).is_file():
             raise UserError(f"checkpoint {checkpoint} has no {name} (expected a model directory)")
     try:
-        load_checkpoint(checkpoint)
+        model = load_checkpoint(checkpoint)
     except Exception as err:  # the model package's own error, with our context
         raise UserError(f"checkpoint {checkpoint} does not load: {err}") from err
+    kind = model_name_for(model.config)
+    if config.model_name == MODEL_NAME and kind == USER_TOWER_MODEL:
+        config = dataclasses.replace(config, model_name=USER_TOWER_MODEL)
+    elif config.model_name == USER_TOWER_MODEL and kind != USER_TOWER_MODEL:
+        raise UserError(
+            f"checkpoint {checkpoint} is a {model.config.mode} model ({model.config.name}): "
+            f"{USER_TOWER_MODEL} serves retrieval models only"
+        )
     model_dir = Path(model_repo) / config.model_name
     existing = exported_versions(model_dir)
     if version is None:
@@ -297,5 +349,7 @@ def export_checkpoint(
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copyfile(checkpoint / name, staging / name)
         (staging / ADAPTER_FILE).write_text(ADAPTER_SOURCE)
+        if fill is not None:
+            fill(staging, version)
     write_config_pbtxt(model_dir, config)
     return model_dir / str(version)

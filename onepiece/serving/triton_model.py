@@ -1,7 +1,10 @@
-"""The Triton Python-backend model for every version of ``onepiece_ranker``.
+"""The Triton Python-backend model for every version of ``onepiece_ranker`` and of the
+retrieval model's ``onepiece_user_tower``.
 
-Each ``model_repo/onepiece_ranker/<N>/model.py`` re-exports :class:`TritonPythonModel`
-from here, so the serving logic is versioned with the package, not copied per version.
+Each ``model_repo/<model>/<N>/model.py`` re-exports :class:`TritonPythonModel` from here,
+so the serving logic is versioned with the package, not copied per version. The user
+tower (its config.pbtxt declares the ``user_vectors`` output) runs each request's
+contexts through ``OnePiece.encode_users``; everything below is the ranker's.
 
 - ``initialize`` rebuilds the model from the version directory with
   ``onepiece.model.load_checkpoint`` (safetensors, no unpickling), checks that its
@@ -60,6 +63,7 @@ class TritonPythonModel:
         self.input_names = [spec["name"] for spec in model_config["input"]]
         self.output_names = [spec["name"] for spec in model_config["output"]]
         self.shared = "group_context" in self.input_names
+        self.user_tower = "user_vectors" in self.output_names  # a retrieval model's user tower
 
     def _inputs(self, request: Any) -> dict[str, torch.Tensor]:
         return {
@@ -94,7 +98,25 @@ class TritonPythonModel:
             ]
         return results
 
+    def _user_vectors(self, request: Any) -> Any:
+        """User tower: one request's contexts -> their user vectors [B, S, d], in one
+        forward of their own. A request is already a batch of contexts (the route sends
+        its fixed batches), and running it alone keeps the vectors bit for bit those of
+        the route's in-process path, which runs the same batches."""
+        from onepiece.model.inputs import ModelInputs
+        from onepiece.model.model import _autocast  # bf16 on CUDA, as score(); float32 on the CPU
+
+        try:
+            inputs = ModelInputs.from_contexts(self._inputs(request))
+            with torch.inference_mode(), _autocast(self.device):
+                vectors = self.model.encode_users(inputs.to(self.device))
+            return _response({"user_vectors": vectors.float().cpu().contiguous()})
+        except Exception as err:  # noqa: BLE001 (reported on this request's response)
+            return _error(f"user vectors failed: {err}")
+
     def execute(self, requests: list[Any]) -> list[Any]:
+        if self.user_tower:
+            return [self._user_vectors(request) for request in requests]
         responses: list[Any] = [None] * len(requests)
         groups: dict[tuple, list[int]] = defaultdict(list)
         tensors: dict[int, dict[str, torch.Tensor]] = {}

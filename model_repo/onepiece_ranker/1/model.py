@@ -1,4 +1,5 @@
-"""Triton Python-backend entry point of one onepiece_ranker version: a thin adapter.
+"""Triton Python-backend entry point of one model version (onepiece_ranker or
+onepiece_user_tower): a thin adapter.
 
 The model is built and run by the installed ``onepiece`` package
 (onepiece/serving/triton_model.py); this file only makes it importable. In NVIDIA's
