@@ -15,7 +15,10 @@ holds non-finite scores or gives every request the same list (``guard_*`` Params
 The item index (``onepiece index build --checkpoint CKPT --as-of T0``, built from item
 snapshots no newer than any T it serves) is the ``item_index`` Param or
 ``$ONEPIECE_ITEM_INDEX``; the retrieval model is the index directory's parent unless
-``retrieval_checkpoint`` says otherwise. Every task body is one call into
+``retrieval_checkpoint`` says otherwise. User vectors are computed in the task, or with
+``user_vectors`` "triton" by the served ``onepiece_user_tower`` version the index was
+published with (``onepiece index publish``; ``model_repo``, ``triton_urls``); the rows
+are the same. Every task body is one call into
 ``onepiece.pipeline.retrieval_refresh``; only ``publish`` writes outside the run's
 staging root, so a failed run publishes nothing and a rerun writes the same bytes.
 """
@@ -38,13 +41,17 @@ def _config(context):
     dag_id="retrieval_refresh",
     **scheduled_dag_args("ONEPIECE_RETRIEVAL_SCHEDULE", "@hourly"),
     params={
-        **shared_params("window_minutes", "data", "feature_repo"),
+        **shared_params("window_minutes", "data", "feature_repo", "model_repo", "triton_urls"),
         "item_index": Param("", type="string", description="Item index directory; empty: $ONEPIECE_ITEM_INDEX."),
         "retrieval_checkpoint": Param(
             "", type="string",
             description="Retrieval model; empty: $ONEPIECE_RETRIEVAL_CHECKPOINT, else the index's parent."),
         "top_n": Param(0, type="integer", minimum=0,
                        description="Items per request; 0: $ONEPIECE_RETRIEVAL_TOP_N, else 200."),
+        "user_vectors": Param(
+            "", type="string", enum=["", "inprocess", "triton"],
+            description="Where user vectors are computed: inprocess, or triton (the index's version of the "
+                        "served onepiece_user_tower); empty: $ONEPIECE_RETRIEVAL_USER_VECTORS, else inprocess."),
         **route_guard_params(),
     },
     doc_md=__doc__,

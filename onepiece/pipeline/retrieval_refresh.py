@@ -9,7 +9,10 @@
   ``contexts/<partition>`` for the same window, they are read from there (the two routes
   see the same IH, PA and SD); otherwise the Beam contexts job builds them into the
   staging root, side features from Feast as of T with the retrieval model's service.
-- ``retrieve``: user vectors in-process, the top-N items per request from the item index
+- ``retrieve``: user vectors in-process or, with ``user_vectors`` "triton", from the
+  index's version of the served ``onepiece_user_tower`` (an embedded tritonserver over
+  the model repository, started as the scoring job starts one, or ``triton_urls``); the
+  top-N items per request from the item index, loaded by the task
   (``onepiece.retrieval.route.run_route``), staged with a manifest.
 - ``guard``: refuses a staged partition that misses requests, is mostly short of top-N,
   holds non-finite scores or gives every request the same list (``guard.evaluate_route``;
@@ -29,7 +32,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onepiece import storage
 from onepiece.errors import UserError
@@ -37,6 +40,9 @@ from onepiece.pipeline import refresh
 from onepiece.pipeline.config import RefreshConfig, _abs, _int, _pick
 from onepiece.pipeline.guard import RouteGuardConfig
 from onepiece.pipeline.refresh import MANIFEST_NAME, partition_of
+
+if TYPE_CHECKING:
+    from onepiece.serving.user_tower import UserTowerServing
 
 RETRIEVAL_TABLE = "retrieval"
 
@@ -54,6 +60,23 @@ class RetrievalRefreshConfig:
     checkpoint: str | None = None
     top_n: int = 200
     guard: RouteGuardConfig = RouteGuardConfig()
+    #: "inprocess", or "triton": the index's version of the served onepiece_user_tower
+    #: (the refresh's model repository and Triton URLs; no URLs: an embedded server).
+    user_vectors: str = "inprocess"
+
+    def __post_init__(self) -> None:
+        from onepiece.serving.user_tower import USER_VECTOR_PATHS
+
+        if self.user_vectors not in USER_VECTOR_PATHS:
+            raise UserError(f"user_vectors must be one of {', '.join(USER_VECTOR_PATHS)}, got {self.user_vectors!r}")
+
+    @property
+    def serving(self) -> UserTowerServing:
+        """Where the user tower is served for ``user_vectors`` "triton"."""
+        from onepiece.serving.user_tower import UserTowerServing
+
+        serving = self.refresh.serving
+        return UserTowerServing(model_repo=serving.model_repo, urls=serving.urls, protocol=serving.protocol)
 
     @classmethod
     def from_params(
@@ -74,6 +97,7 @@ class RetrievalRefreshConfig:
             checkpoint=_abs(checkpoint) if checkpoint else None,
             top_n=_int(_pick(params, "top_n", env, "ONEPIECE_RETRIEVAL_TOP_N"), 200, "top_n"),
             guard=RouteGuardConfig.from_params(params),
+            user_vectors=_pick(params, "user_vectors", env, "ONEPIECE_RETRIEVAL_USER_VECTORS") or "inprocess",
         )
 
 
@@ -100,6 +124,14 @@ def check_inputs(config: RetrievalRefreshConfig, start: dt.datetime) -> dict[str
             "build an index as of T or earlier (`onepiece index build --as-of`)"
         )
     model = load_checkpoint(_checkpoint(config))
+    if config.user_vectors == "triton" and not config.refresh.serving.urls:
+        from onepiece.serving.user_tower import check_same_weights
+
+        version = manifest["model"]["version"]
+        if version is None:
+            raise UserError(f"user_vectors triton: the item index {config.item_index} records no model version "
+                            "to serve (publish one with `onepiece index publish`)")
+        check_same_weights(config.serving, version, _checkpoint(config))
     shutil.rmtree(staging_root(config, start), ignore_errors=True)
     return checked | {"feature_service": model.config.feature_service, "index_items": manifest["items"]}
 
@@ -133,7 +165,8 @@ def retrieve(config: RetrievalRefreshConfig, start: dt.datetime, contexts_path: 
     from onepiece.retrieval.route import RouteConfig, run_route
 
     out = staging_root(config, start) / RETRIEVAL_TABLE
-    manifest = run_route(contexts_path, config.item_index, out, RouteConfig(top_n=config.top_n), _checkpoint(config))
+    route = RouteConfig(top_n=config.top_n, user_vectors=config.user_vectors)
+    manifest = run_route(contexts_path, config.item_index, out, route, _checkpoint(config), config.serving)
     if manifest["partition"] != partition_of(start):
         raise UserError(f"the contexts {contexts_path} are as of {manifest['partition']}, not {partition_of(start)}")
     return {"rows": manifest["rows"], "run_id": manifest["run_id"], "defaulted": manifest["defaulted"]}

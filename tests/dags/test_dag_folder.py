@@ -48,7 +48,7 @@ def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
                               "guard": ["publish"], "publish": []}
     assert route["retries"]["guard"] == 0
     assert {"item_index", "retrieval_checkpoint", "top_n", "window_minutes", "data", "force_publish",
-            "guard_max_short_share"} <= set(route["params"])
+            "guard_max_short_share", "user_vectors", "model_repo", "triton_urls"} <= set(route["params"])
 
     refresh = found["dags"]["prerank_refresh"]
     assert refresh["tasks"] == {

@@ -89,3 +89,25 @@ def test_a_route_short_of_top_n_everywhere_is_refused_and_the_published_partitio
     assert ({p.name: p.read_bytes() for p in final.iterdir()} if final.is_dir() else {}) == before
     verdict = json.loads((data / "_refused" / "retrieval_refresh" / PARTITION / "_guard.json").read_text())
     assert "short_of_top_n" in verdict["failed"]
+
+
+def test_user_vectors_through_triton_publish_the_in_process_bytes(route, tmp_path):
+    """user_vectors=triton: the retrieve task serves the index's version of
+    onepiece_user_tower (published with its index by `onepiece index publish`) on an
+    embedded tritonserver; the partition is the in-process run's, byte for byte."""
+    from onepiece.retrieval.publish import publish_retrieval_version
+
+    data, checkpoint, env = route
+    repo = tmp_path / "model_repo"
+    published = publish_retrieval_version(checkpoint, repo, storage.read_table(str(data), "items"), T)
+    env = env | {"ONEPIECE_MODEL_REPO": str(repo), "ONEPIECE_ITEM_INDEX": str(Path(published["path"]) / "item_index")}
+    final = data / "retrieval" / PARTITION
+    parts = {}
+    for path in ("triton", "inprocess"):
+        result = dags_test(env | {"ONEPIECE_RETRIEVAL_USER_VECTORS": path}, "retrieval_refresh", T.isoformat())
+        assert result.returncode == 0, tail(result)
+        parts[path] = {p.name: p.read_bytes() for p in final.glob("*.parquet")}
+        manifest = json.loads((final / "_manifest.json").read_text())
+        assert json.loads(manifest["settings"])["route"]["user_vectors"] == path
+        assert manifest["model"]["version"] == published["version"]
+    assert parts["triton"] and parts["triton"] == parts["inprocess"]

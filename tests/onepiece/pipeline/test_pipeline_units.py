@@ -293,3 +293,18 @@ def test_the_route_reuses_the_prerank_contexts_only_of_the_same_window_and_featu
     assert _published_contexts(six_hours, start, "svc") is None
     with pytest.raises(UserError, match="needs an item index"):
         RetrievalRefreshConfig.from_params({"data": str(tmp_path)}, {})
+
+
+def test_the_route_computes_user_vectors_where_the_param_or_environment_says(tmp_path):
+    from onepiece.pipeline.retrieval_refresh import RetrievalRefreshConfig
+
+    base = {"data": str(tmp_path), "item_index": str(tmp_path / "idx"), "model_repo": str(tmp_path / "repo")}
+    assert RetrievalRefreshConfig.from_params(base, {}).user_vectors == "inprocess"
+    env = {"ONEPIECE_RETRIEVAL_USER_VECTORS": "triton", "ONEPIECE_TRITON_URLS": "h1:8001,h2:8001"}
+    config = RetrievalRefreshConfig.from_params(base, env)
+    assert config.user_vectors == "triton"
+    assert config.serving.urls == ("h1:8001", "h2:8001") and config.serving.model_name == "onepiece_user_tower"
+    assert config.serving.model_repo == str(tmp_path / "repo")
+    assert RetrievalRefreshConfig.from_params(base | {"user_vectors": "inprocess"}, env).user_vectors == "inprocess"
+    with pytest.raises(UserError, match="user_vectors must be one of inprocess, triton, got 'gpu'"):
+        RetrievalRefreshConfig.from_params(base | {"user_vectors": "gpu"}, {})
