@@ -1,6 +1,7 @@
 """model_publish: train (or take) a model, gate it, export it, serve it, pin it.
 
     datasets -> train -> evaluate -> gate -> calibrate -> export -> smoke -> pin
+    datasets -> retrieval (only with the ``retrieval`` Param)
 
 The last day with candidates is held out: the new model and the serving (pinned) model are
 evaluated on the same rows, and the new one is published only if its click AUC reaches
@@ -10,7 +11,10 @@ writes it into a calibrated copy of the checkpoint's config. ``export`` writes t
 as the next version into the model repository, ``smoke`` loads it in Triton (embedded,
 or ``load_model`` on the configured servers) and checks served scores against in-process
 scores, and ``pin`` switches the version the ``prerank_refresh`` DAG scores with (the
-``onepiece_model_pin`` Asset).
+``onepiece_model_pin`` Asset). With the ``retrieval`` Param, ``retrieval`` also trains
+onepiece_retrieval on the same days and publishes it with its item index (items as of
+the held-out day) as the next ``onepiece_user_tower`` version, which the
+``retrieval_refresh`` DAG takes as ``item_index`` = ``<model_repo>/onepiece_user_tower/<N>/item_index``.
 
 Not scheduled: trigger it (``airflow dags trigger model_publish -c '{...}'``) or run it
 with ``airflow dags test``. Each task body is one call into
@@ -55,6 +59,7 @@ def _config(context):
         "max_eval_requests": Param(2000, type="integer", minimum=0, description="Held-out requests for early stopping and the gate; 0: all."),
         "calibration_hours": Param(4, type="integer", minimum=0, description="Hours of the held-out day to fit the heads' calibration on; 0: publish the raw heads."),
         "calibration_requests_per_hour": Param(500, type="integer", minimum=0, description="Requests sampled per calibration hour (seeded); 0: all."),
+        "retrieval": Param(False, type="boolean", description="Also train onepiece_retrieval on the same days and publish it with its item index (as of the held-out day) as the next onepiece_user_tower version."),
         "attribution_hours": Param(0, type="integer", minimum=0, description="Outcomes counted this long after a window (calibration labels); 0: $ONEPIECE_AUDIT_ATTRIBUTION_HOURS, else 6."),
     },
     doc_md=__doc__,
@@ -108,7 +113,14 @@ def model_publish():
 
         return publish_model.pin(_config(context), smoked["version"], evaluation)
 
+    @task
+    def retrieval(sets: dict, **context) -> dict:
+        from onepiece.pipeline import publish_model
+
+        return publish_model.retrieval(_config(context), context["run_id"], sets)
+
     sets = datasets()
+    retrieval(sets)
     trained = train(sets)
     evaluation = evaluate(trained, sets)
     calibrated = calibrate(gate(evaluation), trained, sets)

@@ -234,6 +234,8 @@ class RegistryConfig:
 #: 27,015 training requests it scored 0.779 against DLRM's 0.819 (docs/results.md): until
 #: the paper's mask is measured on the same budget, the product keeps it.
 PRODUCT_VARIANT = "onepiece"
+#: The retrieval model the ``model_publish`` DAG trains beside the ranker when asked.
+RETRIEVAL_VARIANT = "onepiece_retrieval"
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,9 @@ class PublishConfig:
     calibration_attribution: dt.timedelta = dt.timedelta(hours=6)
     feature_repo: str | None = None
     beam: BeamConfig = BeamConfig()
+    #: The ``retrieval`` task: also train ``RETRIEVAL_VARIANT`` on the same days and
+    #: publish it as the next onepiece_user_tower version with its item index.
+    retrieval: bool = False
 
     @classmethod
     def from_params(
@@ -290,6 +295,7 @@ class PublishConfig:
                 _pick(params, "attribution_hours", env, "ONEPIECE_AUDIT_ATTRIBUTION_HOURS"), 6, "attribution_hours")),
             feature_repo=_feature_repo(params, env),
             beam=BeamConfig.from_params(params, env),
+            retrieval=bool(params.get("retrieval", False)),
         )
 
 

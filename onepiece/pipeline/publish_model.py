@@ -1,6 +1,7 @@
 """The ``model_publish`` DAG's tasks: a new model version from training to the pin.
 
     datasets -> train -> evaluate -> gate -> calibrate -> export -> smoke -> pin
+    datasets -> retrieval (optional)
 
 - ``datasets``: the Beam training-set job over the days with candidates (older events
   only feed contexts); the last such day is held out for evaluation (and early
@@ -19,7 +20,10 @@
   before, same weights and config, is found again, so a rerun does not add a version);
 - ``smoke``: loads the version in Triton (the embedded server, or ``load_model`` on the
   configured servers) and scores held-out contexts, which must match in-process scores;
-- ``pin``: switches the refresh DAG's pinned version (onepiece.pipeline.pin).
+- ``pin``: switches the refresh DAG's pinned version (onepiece.pipeline.pin);
+- ``retrieval`` (``retrieval`` Param): trains onepiece_retrieval on the same days and
+  publishes it with its item index as the next onepiece_user_tower version
+  (onepiece.retrieval.publish), for the ``retrieval_refresh`` DAG.
 
 Work files live under ``<data>/_runs/model_publish/<run key>/``.
 """
@@ -87,11 +91,12 @@ def datasets(config: PublishConfig, run_key: str) -> dict[str, Any]:
     source = _side_source(config, _model_config(config).feature_service)
     beam = BeamSettings(config.beam.runner, config.beam.workers, config.beam.args)
     run_trainset(config.data, eval_day, eval_day, work / "eval", AssemblyConfig(), source, beam)
-    if not config.checkpoint:
+    trains = not config.checkpoint or config.retrieval  # a model to train: the ranker, the retrieval one
+    if trains:
         run_trainset(config.data, train_days[0], train_days[-1], work / "train", AssemblyConfig(), source, beam)
     return {
         "eval": str(work / "eval"),
-        "train": None if config.checkpoint else str(work / "train"),
+        "train": str(work / "train") if trains else None,
         "eval_day": eval_day.isoformat(),
         "train_days": [train_days[0].isoformat(), train_days[-1].isoformat()],
     }
@@ -122,6 +127,14 @@ def train(config: PublishConfig, run_key: str, sets: dict[str, Any]) -> dict[str
         except Exception as err:  # the model package's own error, with our context
             raise UserError(f"checkpoint {config.checkpoint} does not load: {err}") from err
         return {"checkpoint": config.checkpoint, "trained": False}
+    out = work_dir(config, run_key) / "checkpoint"
+    best_epoch = _train_model(config, _model_config(config), sets, out)
+    return {"checkpoint": str(out), "trained": True, "best_epoch": best_epoch}
+
+
+def _train_model(config: PublishConfig, model_config, sets: dict[str, Any], out: Path) -> int:
+    """Train ``model_config`` on the train days, early-stopped on the held-out rows;
+    publish the checkpoint at ``out``; returns the best epoch."""
     from onepiece.storage import staged_dir
     from onepiece.training.config import TrainConfig
     from onepiece.training.data import read_training_rows
@@ -130,16 +143,41 @@ def train(config: PublishConfig, run_key: str, sets: dict[str, Any]) -> dict[str
 
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
     train_rows, eval_rows = read_training_rows(sets["train"]), _eval_rows(config, sets)
-    log.info("training %s on %d requests, evaluating on %d", config.variant, train_rows.num_rows, eval_rows.num_rows)
+    log.info("training %s on %d requests, evaluating on %d", model_config.name, train_rows.num_rows, eval_rows.num_rows)
     result = run_training(
-        _model_config(config), train_config, train_rows, eval_rows,
+        model_config, train_config, train_rows, eval_rows,
         on_step=_log_step,
         on_epoch=lambda r: log.info("epoch %d: train loss %.4f, eval %s", r["epoch"], r["train_loss"], r["eval"]),
     )
-    out = work_dir(config, run_key) / "checkpoint"
     with staged_dir(out) as staging:
         save_run(result, train_config, staging)
-    return {"checkpoint": str(out), "trained": True, "best_epoch": result.history["best_epoch"]}
+    return int(result.history["best_epoch"])
+
+
+def retrieval(config: PublishConfig, run_key: str, sets: dict[str, Any]) -> dict[str, Any]:
+    """The optional ``retrieval`` task: train ``RETRIEVAL_VARIANT`` on the ranker's train
+    days and publish it as the next ``onepiece_user_tower`` version with its item index
+    (``onepiece.retrieval.publish``), the items as of the held-out day's start: the
+    catalogue the model could have seen, and the first window the route may serve.
+    Skipped unless ``config.retrieval``; a rerun finds the version it published."""
+    if not config.retrieval:
+        return {"published": False, "skipped": True}
+    from onepiece.model import variant_config
+    from onepiece.pipeline.config import RETRIEVAL_VARIANT
+    from onepiece.retrieval.publish import publish_retrieval_version
+
+    if not sets.get("train"):
+        raise UserError("the retrieval task needs the training set of the train days (none was built)")
+    out = work_dir(config, run_key) / "retrieval_checkpoint"
+    best_epoch = _train_model(config, variant_config(RETRIEVAL_VARIANT), sets, out)
+    as_of = dt.datetime.combine(dt.date.fromisoformat(sets["eval_day"]), dt.time(), dt.UTC)
+    items = storage.read_table(config.data, "items")
+    published = publish_retrieval_version(out, config.serving.model_repo, items, as_of)
+    return {
+        "published": published["published"], "version": published["version"], "path": published["path"],
+        "item_index": str(Path(published["path"]) / "item_index"), "items": published["index"]["items"],
+        "item_snapshot_as_of": as_of.isoformat(), "best_epoch": best_epoch,
+    }
 
 
 def _serving_version(config: PublishConfig) -> int | None:

@@ -89,10 +89,11 @@ def test_dag_folder_imports_without_errors_and_wires_the_tasks(tmp_path):
 
     publish = found["dags"]["model_publish"]
     assert publish["tasks"] == {
-        "datasets": ["calibrate", "evaluate", "smoke", "train"], "train": ["calibrate", "evaluate"],
+        "datasets": ["calibrate", "evaluate", "retrieval", "smoke", "train"], "train": ["calibrate", "evaluate"],
         "evaluate": ["gate", "pin"], "gate": ["calibrate"], "calibrate": ["export", "smoke"],
-        "export": ["smoke"], "smoke": ["pin"], "pin": [],
+        "export": ["smoke"], "smoke": ["pin"], "pin": [], "retrieval": [],
     }
-    assert {"calibration_hours", "calibration_requests_per_hour", "attribution_hours"} <= set(publish["params"])
+    assert {"calibration_hours", "calibration_requests_per_hour", "attribution_hours", "retrieval"} <= set(
+        publish["params"])
     assert publish["outlets"] == {"pin": ["onepiece_model_pin"]}
     assert publish["retries"]["gate"] == 0
