@@ -7,6 +7,9 @@
 - ``triton_model``: the Python-backend model (version independent) that every
   ``model_repo/onepiece_ranker/<N>/model.py`` re-exports.
 - ``client``: gRPC client with sharding, failover, retries and a pre-flight check.
+- ``user_tower``: the retrieval route's user vectors from the served
+  ``onepiece_user_tower`` (a retrieval model: contexts in, user vectors out), on given
+  servers or an embedded one.
 
 - ``fusion`` / ``scoring``: the fused pre-rank score, ranks, score rows (pure Arrow).
 - ``beam_scoring`` / ``score_job``: the Beam scoring job (a RemoteModelHandler subclass
