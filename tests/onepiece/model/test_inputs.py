@@ -182,3 +182,32 @@ def test_tensorize_is_independent_of_chunking():
     b = tensorize(chunked, tiny_config(), fixed_shape=True)
     for name in TENSOR_SPECS:
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_tensorize_contexts_keeps_every_row_and_reads_no_candidate():
+    """The user tower's input: one row per context row (a request without candidates
+    too), the context tensors tensorize() gives that row, candidate tensors of width 0;
+    the user vectors are those the full forward computes."""
+    from onepiece.model import OnePiece
+    from onepiece.model.inputs import CONTEXT_TENSORS, served_inputs, tensorize_contexts
+
+    rows = random_rows(7, seed=3)
+    rows[2] = context_row("r2", 5, 1, [3, 4], [(0, 7)], cands=[], seed=2)  # no candidates
+    table = contexts_table(rows)
+    config = tiny_config(mode="retrieval", reasoning="block")
+    x = tensorize_contexts(table, config)
+    assert x.batch_size == 7 and x.cand_item_cat.shape == (7, 0, 3) and (x.cand_len == 0).all()
+    assert tuple(served_inputs("user_tower")) == CONTEXT_TENSORS
+    full = tensorize(table.filter(pa.array([i != 2 for i in range(7)])), dataclasses.replace(config, group_size=0))
+    kept = [0, 1, 3, 4, 5, 6]
+    for name in CONTEXT_TENSORS:  # same padding: the longest row is not the empty-candidate one
+        assert torch.equal(getattr(x, name)[kept], getattr(full, name)), name
+    torch.manual_seed(0)
+    model = OnePiece(config).eval()
+    with torch.inference_mode():
+        users = model.encode_users(x)  # (B, S, d)
+        reference = model(full).user_vectors
+    assert users.shape == (7, config.num_outputs, config.d_model)
+    torch.testing.assert_close(users[kept], reference, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="model inputs missing: \\['pa_len'\\]"):
+        ModelInputs.from_contexts({name: getattr(x, name) for name in CONTEXT_TENSORS if name != "pa_len"})

@@ -90,6 +90,34 @@ def test_committed_repository_is_the_generated_one(tmp_path: Path) -> None:
     assert written.name == "1"
 
 
+def test_committed_user_tower_is_the_generated_one() -> None:
+    tower = ROOT / "model_repo" / "onepiece_user_tower"
+    assert (tower / "1" / "model.py").read_text() == ADAPTER_SOURCE
+    expected = render_config_pbtxt(ExportConfig(model_name="onepiece_user_tower", instance_kind="cpu"), versions={})
+    assert (tower / "config.pbtxt").read_text() == expected, (
+        "model_repo/onepiece_user_tower/config.pbtxt is stale: regenerate it from the tensor contract"
+    )
+
+
+def test_a_retrieval_checkpoint_is_exported_as_the_user_tower(tmp_path: Path) -> None:
+    """Its default name follows the checkpoint; inputs are the context tensors, the output
+    its user vectors; a ranking checkpoint is refused there."""
+    from onepiece.model.inputs import CONTEXT_TENSORS
+
+    retrieval = write_checkpoint(tmp_path / "retr", seed=0, mode="retrieval")
+    written = export_checkpoint(retrieval, tmp_path / "repo")
+    assert written == tmp_path / "repo" / "onepiece_user_tower" / "1"
+    assert not (tmp_path / "repo" / "onepiece_ranker").exists()
+    pbtxt = (written.parent / "config.pbtxt").read_text()
+    inputs = re.findall(r'name: "(\w+)" data_type', pbtxt.split("output [")[0])
+    assert tuple(inputs) == CONTEXT_TENSORS and "cand_len" not in inputs
+    assert '{ name: "user_vectors" data_type: TYPE_FP32 dims: [ -1, -1 ] }' in pbtxt
+    ranker = write_checkpoint(tmp_path / "rank", seed=0)
+    with pytest.raises(UserError, match="onepiece_user_tower serves retrieval models only"):
+        export_checkpoint(ranker, tmp_path / "repo", config=ExportConfig(model_name="onepiece_user_tower"))
+    assert sorted(p.name for p in written.parent.iterdir()) == ["1", "config.pbtxt"]
+
+
 def test_export_command_and_bad_version(tmp_path: Path) -> None:
     ckpt = write_checkpoint(tmp_path / "ckpt", seed=0)
     cli = str(Path(sys.executable).parent / "onepiece")
