@@ -54,10 +54,10 @@ class RouteConfig:
     #: Where user vectors are computed: "inprocess" (the loaded checkpoint) or "triton"
     #: (the served onepiece_user_tower version the index was built from).
     user_vectors: str = "inprocess"
-    #: torch threads of the in-process path. The thread count changes the last bits of a
-    #: forward (measured: 2 threads against 1 moved 29% of the vector entries by 1 ulp),
-    #: so it is fixed, and 1 is what a served CPU instance runs (``ExportConfig.cpu_threads``):
-    #: both paths then give the same bits.
+    #: torch threads of the in-process path. The thread count can change the last bit of
+    #: a vector entry (2 threads against 1 do on this CPU: the retrieval_refresh DAG test
+    #: wrote other bytes before this was fixed), so it is fixed, and 1 is what a served CPU
+    #: instance runs (``ExportConfig.cpu_threads``): both paths then give the same bits.
     threads: int = 1
 
     def __post_init__(self) -> None:
