@@ -52,6 +52,11 @@ def ablation_command(
     ] = None,
     max_train_requests: Annotated[int, typer.Option(help="Training requests sampled (0 = all).")] = 1500,
     max_test_requests: Annotated[int, typer.Option(help="Test requests sampled (0 = all).")] = 600,
+    max_unexposed: Annotated[
+        int | None,
+        typer.Option(help="Unexposed candidates kept per training request, negatives for every task "
+                     "(default: AblationConfig.max_unexposed, 20)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split's sampling and the first training seed.")] = 0,
     seeds: Annotated[
         int,
@@ -127,7 +132,8 @@ def ablation_command(
         max_train_requests=max_train_requests or None, max_test_requests=max_test_requests or None,
         # Options left unset keep AblationConfig's defaults (one place for them).
         **{k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience,
-                             "lr_schedule": lr_schedule, "warmup_steps": warmup_steps}.items() if v is not None},
+                             "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
+                             "max_unexposed": max_unexposed}.items() if v is not None},
     )
     try:  # every row's TrainConfig is built from these: check them before any work
         ablation.row_train_config(cfg, cfg.seed)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ from onepiece.evaluation.anchor_signal import (
     history_features,
 )
 from onepiece.evaluation.captured import CapturedParts, captured_parts
-from onepiece.evaluation.gbdt import GBDTConfig  # lightgbm is imported only to train
+from onepiece.evaluation.gbdt import HISTORY_FEATURES, GBDTConfig  # lightgbm is imported only to train
 from onepiece.evaluation.offsets import SCALES, OffsetProfile, offset_profile
 from onepiece.evaluation.significance import Difference, bootstrap_aucs, paired_difference
 from onepiece.training.config import TrainConfig  # stdlib only: cheap at import
@@ -61,6 +61,8 @@ class Row:
 
 ROWS: tuple[Row, ...] = (
     Row("gbdt", "main", None, "LightGBM on hand features of the same contexts (ours: section 7's floor)", neural=False),
+    Row("gbdt_no_history", "main", None, "the gbdt row without its IH and PA features (ours: what the history adds)",
+        neural=False),
     Row("dlrm", "main", 0.856, "DLRM dot-product interactions + DIN target attention over the IH"),
     Row("hstu", "main", 0.833, "HSTU pointwise attention, relative position bias (no time buckets)"),
     Row("hstu_pa", "main", 0.855, "HSTU pointwise attention, relative position bias (no time buckets)"),
@@ -89,6 +91,15 @@ VARIANT_NAMES: tuple[str, ...] = tuple(r.variant for r in ROWS)
 #: The rows of the default table.
 DEFAULT_VARIANTS: tuple[str, ...] = tuple(r.variant for r in ROWS if r.default)
 NON_NEURAL: frozenset[str] = frozenset(r.variant for r in ROWS if not r.neural)
+
+
+def gbdt_row_config(variant: str, base: GBDTConfig | None = None) -> GBDTConfig:
+    """The LightGBM settings of a non-neural row: ``base`` (default ``GBDTConfig()``),
+    without the history features for ``gbdt_no_history``."""
+    config = base or GBDTConfig()
+    if variant == "gbdt_no_history":
+        return replace(config, drop_features=tuple(sorted(set(config.drop_features) | set(HISTORY_FEATURES))))
+    return config
 
 
 @dataclass(frozen=True)
@@ -302,7 +313,7 @@ def run_ablation(
     for seed in seeds:
         train_config = row_train_config(cfg, seed)
         for v in variants:
-            config = (gbdt_config or GBDTConfig()) if v in NON_NEURAL else variant_config(v, **overrides)
+            config = gbdt_row_config(v, gbdt_config) if v in NON_NEURAL else variant_config(v, **overrides)
             jobs[f"{v}@{seed}"] = (v, config, train_config, fit, valid, test)
     done = run_jobs(
         train_and_evaluate, jobs, cfg.workers,
@@ -419,6 +430,8 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
     ("sharing the context costs nothing (onepiece_shared vs onepiece: within noise)", "onepiece_shared", "onepiece"),
     ("onePiece beats the LightGBM floor (onepiece > gbdt)", "onepiece", "gbdt"),
     ("DLRM beats the LightGBM floor (dlrm > gbdt)", "dlrm", "gbdt"),
+    ("onePiece beats LightGBM without history features (onepiece > gbdt_no_history)", "onepiece", "gbdt_no_history"),
+    ("the history helps LightGBM (gbdt > gbdt_no_history)", "gbdt", "gbdt_no_history"),
 )
 
 

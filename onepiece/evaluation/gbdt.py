@@ -32,6 +32,15 @@ from onepiece.evaluation.metrics_file import metrics_document
 from onepiece.evaluation.ranking import flat_candidates, ranking_metrics
 
 
+#: The hand features that read the user's history or the query's anchors: the IH
+#: matches and recency, the price against the IH, and PA membership. The
+#: ``gbdt_no_history`` row leaves them out, to show what the candidate, query and price
+#: features alone allow and what the history adds to a strong ranker.
+HISTORY_FEATURES: tuple[str, ...] = tuple(
+    n for n in FEATURE_NAMES if n.startswith(("ih_", "pa_")) or n.endswith(("_ih_mean", "_ih_median"))
+)
+
+
 @dataclass(frozen=True)
 class GBDTConfig:
     """LightGBM settings (ours: common defaults for a few hundred thousand rows)."""

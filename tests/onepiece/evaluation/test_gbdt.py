@@ -92,6 +92,19 @@ def test_without_the_category_features_it_cannot(split) -> None:
     assert not any(n.startswith("ih_category_") for n in model.importance())
 
 
+def test_the_no_history_row_reads_no_history_feature_and_cannot(split) -> None:
+    fit, valid, test = split
+    config = ablation.gbdt_row_config("gbdt_no_history")
+    assert set(config.feature_names) == {
+        "query_popularity_7d", "cand_price", "cand_ctr_7d", "cand_cvr_7d", "cand_sales_30d",
+        "price_over_category_median", "price_over_request_median",
+    }
+    row, history, _ = ablation.train_and_evaluate("gbdt_no_history", config, _train_config(), fit, valid, test)
+    assert row["variant"] == "gbdt_no_history" and row["click_auc"] < 0.6
+    assert set(history["click_importance"]) == set(config.feature_names)
+    assert ablation.gbdt_row_config("gbdt") == GBDTConfig()
+
+
 def test_with_the_ih_shuffled_across_requests_it_cannot(split) -> None:
     fit, valid, test = split
 
