@@ -118,3 +118,25 @@ class RetrievalHead(nn.Module):
         # user r (B, S, d), items z (B, C, d) -> (B, C, S)
         logits = torch.einsum("bsd,bcd->bcs", user, items)
         return {task: logits for task in TASKS}
+
+
+class WideTerm(nn.Module):
+    """A linear term per task over the candidate's and the query's numeric inputs, added
+    to every step's logit (``ModelConfig.wide_numerics``; the "wide" part of wide & deep,
+    Cheng et al. 2016). Zero at init: training starts from the deep model alone."""
+
+    def __init__(self, n_in: int, tasks: tuple[str, ...] = TASKS) -> None:
+        super().__init__()
+        self.tasks = tasks
+        self.linear = nn.Linear(n_in, len(tasks), bias=False)
+        nn.init.zeros_(self.linear.weight)
+
+    def forward(self, logits: dict[str, torch.Tensor], numerics: torch.Tensor) -> dict[str, torch.Tensor]:
+        """logits task -> (B, C) or (B, C, S); numerics (B, C, n_in)."""
+        w = self.linear(numerics.to(self.linear.weight.dtype))  # (B, C, T)
+        out = dict(logits)
+        for i, task in enumerate(self.tasks):
+            if task in out:
+                term = w[..., i]
+                out[task] = out[task] + (term if out[task].dim() == 2 else term[..., None]).to(out[task].dtype)
+        return out

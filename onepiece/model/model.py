@@ -31,8 +31,8 @@ from onepiece.model.allocator import retain_freed_memory
 from onepiece.model.backbone import KVCache
 from onepiece.model.config import ModelConfig
 from onepiece.model.dlrm import DLRMCore
-from onepiece.model.heads import BlockRankingHead, RetrievalHead, UserStateHead
-from onepiece.model.inputs import ModelInputs
+from onepiece.model.heads import BlockRankingHead, RetrievalHead, UserStateHead, WideTerm
+from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_QUERY_NUM, ModelInputs
 from onepiece.model.masks import SEG_SD, Roles
 from onepiece.model.reasoning import BlockSpec, Reasoner
 from onepiece.model.sequence import N_SD, Context, ContextEncoder
@@ -62,6 +62,8 @@ class OnePiece(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = ContextEncoder(config)
+        self.n_wide_cand = N_ITEM_NUM + (N_CAND_SET if config.candidate_set_features else 0)
+        self.wide = WideTerm(self.n_wide_cand + N_QUERY_NUM) if config.wide_numerics else None
         if config.backbone == "dlrm":
             self.dlrm = DLRMCore(config)
             return
@@ -112,9 +114,9 @@ class OnePiece(nn.Module):
         blocks = self.reasoner.forward_groups(shared.cache, shared.roles, group_context, tokens, cand_valid)
         sd = None if shared.sd is None else shared.sd.index_select(0, group_context)
         assert isinstance(self.head, BlockRankingHead)
-        if task_steps is None:
-            return ModelOutput(self.head(blocks, sd), cand_valid)
-        return ModelOutput(self.head.at_steps(blocks, task_steps, sd), cand_valid)
+        logits = self.head(blocks, sd) if task_steps is None else self.head.at_steps(blocks, task_steps, sd)
+        return ModelOutput(self._add_wide(logits, cands.cand_item_num, x.query_num.index_select(0, group_context)),
+                           cand_valid)
 
     def forward(
         self, x: ModelInputs, *, cached: bool = True, task_steps: dict[str, int] | None = None
@@ -138,7 +140,8 @@ class OnePiece(nn.Module):
             ctx = self.encoder(x, with_candidates=True)
             blocks = self.reasoner(ctx.tokens, ctx.roles, self._block(ctx), cached=cached)
             assert isinstance(self.head, BlockRankingHead)
-            return ModelOutput(self.head.at_steps(blocks, task_steps, self._sd_tokens(ctx)), ctx.cand_valid)
+            logits = self.head.at_steps(blocks, task_steps, self._sd_tokens(ctx))
+            return ModelOutput(self._add_wide(logits, x.cand_item_num, x.query_num), ctx.cand_valid)
         out = self._forward(x, cached)
         out.logits = {task: out.logits[task][..., step] for task, step in task_steps.items()}
         return out
@@ -157,11 +160,12 @@ class OnePiece(nn.Module):
     def _forward(self, x: ModelInputs, cached: bool) -> ModelOutput:
         if self.config.backbone == "dlrm":
             cand_valid = torch.arange(x.cand_item_cat.shape[1], device=x.cand_len.device)[None] < x.cand_len
-            return ModelOutput(self.dlrm(self.encoder, x), cand_valid)
+            return ModelOutput(self._add_wide(self.dlrm(self.encoder, x), x.cand_item_num, x.query_num), cand_valid)
         ctx = self.encoder(x, with_candidates=self.candidates_in_sequence)
         blocks = self.reasoner(ctx.tokens, ctx.roles, self._block(ctx), cached=cached)
         if self.candidates_in_sequence:
-            return ModelOutput(self.head(blocks, self._sd_tokens(ctx)), ctx.cand_valid)  # blocks (B, C, S, d)
+            logits = self.head(blocks, self._sd_tokens(ctx))  # blocks (B, C, S, d)
+            return ModelOutput(self._add_wide(logits, x.cand_item_num, x.query_num), ctx.cand_valid)
         if isinstance(self.head, RetrievalHead) and self.config.reasoning == "block":
             user = self.head.user_vectors(blocks)  # (B, S, d)
             items = self.encoder.items(x.cand_item_cat, x.cand_item_num)  # (B, C, d)
@@ -171,7 +175,18 @@ class OnePiece(nn.Module):
             items = self.encoder.items(x.cand_item_cat, x.cand_item_num)
             return ModelOutput(self.head(user, items), ctx.cand_valid, user, items)
         cands = self.encoder.candidates(x.cand_item_cat, x.cand_item_num)
-        return ModelOutput(self.head(user, cands), ctx.cand_valid)
+        return ModelOutput(self._add_wide(self.head(user, cands), x.cand_item_num, x.query_num), ctx.cand_valid)
+
+    def _add_wide(
+        self, logits: dict[str, torch.Tensor], cand_num: torch.Tensor, query_num: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Ranking logits plus the wide term (``ModelConfig.wide_numerics``) over each
+        candidate's numerics (B, C, n) and its query's (B, N_QUERY_NUM)."""
+        if self.wide is None:
+            return logits
+        cand = cand_num[..., : self.n_wide_cand]
+        numerics = torch.cat([cand, query_num[:, None].expand(*cand.shape[:2], query_num.shape[-1])], dim=-1)
+        return self.wide(logits, numerics)
 
     def _resample_id_dropout(self) -> None:
         """One draw of the dropped ids per training forward, shared by every lookup in it."""

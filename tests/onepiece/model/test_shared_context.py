@@ -275,3 +275,30 @@ def test_the_grid_puts_each_group_in_its_requests_row():
     assert torch.equal(prefix.from_grid(folded, 4), t)
     assert torch.equal(folded[1, :, 4:8], t[2])  # request 5's second group
     assert not folded[2, :, 4:].any()  # request 9 has one group: the rest of its row is empty
+
+
+@pytest.mark.parametrize("variant", [SHARED, {"backbone": "dlrm", "num_steps": 0}, {}])
+def test_the_wide_term_adds_one_linear_map_of_the_numerics_on_every_path(variant):
+    """``wide_numerics``: logits = the deep model's + W [candidate numerics, query numerics],
+    the same on the shared layout, per sequence and in ``score()``."""
+    table = _table(n=6, seed=5, max_cands=14)
+    model = _model(**variant, wide_numerics=True, candidate_set_features=True)
+    assert model.wide is not None and not model.wide.linear.weight.any()  # zero at init
+    torch.nn.init.normal_(model.wide.linear.weight, std=1.0)
+    deep = _model(**variant, wide_numerics=False, candidate_set_features=True)
+    deep.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("wide.")})
+    x = tensorize(table, model.config)
+    got, base = _stacked(model, x), _stacked(deep, x)
+    numerics = torch.cat(
+        [x.cand_item_num, x.query_num[:, None].expand(*x.cand_item_num.shape[:2], x.query_num.shape[-1])], dim=-1
+    )
+    linear = (numerics @ model.wide.linear.weight.T)[:, :, None, :] * x.cand_len.new_ones(1)  # (B, C, 1, T)
+    valid = (torch.arange(x.cand_item_cat.shape[1])[None] < x.cand_len)[..., None, None]
+    assert (got - (base + linear * valid)).abs().max() <= 1e-4
+    assert (linear * valid).abs().max() > 0.1  # the term is there
+    if model.shares_context:
+        shared = tensorize(table, model.config, shared_context=True)
+        scored = score(model, shared)
+        reference = score(model, x, trim=False, chunk_size=0)
+        for task in TASKS:
+            assert (scored[task] - reference[task]).abs().max() <= 1e-5
