@@ -1,7 +1,7 @@
 """Benchmark: the refresh's real path on windows of growing size, stage by stage.
 
     .venv/bin/python benchmarks/refresh_scale.py [--candidates 250000,500000,1000000]
-        [--per-request 200] [--users 2000] [--workers 2] [--runner FnApiRunner]
+        [--per-request 200] [--users 2000] [--workers 2] [--score-workers 1] [--runner FnApiRunner]
         [--cache .cache/benchmarks/refresh_scale]
 
 1. A synthetic world (the default WorldConfig with ``--per-request`` candidates per
@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from context_assembly import single_process, world
+from context_assembly import single_process, world  # benchmarks/: the script's own folder
 
 from onepiece import storage
 from onepiece.memory import GB, TreeCpu, TreePeak
@@ -94,9 +94,8 @@ def window_minutes(data: Path, live: dt.date, target: int) -> tuple[int, int]:
 
 
 def export_model(root: Path) -> Path:
-    from onepiece.model import OnePiece, save_checkpoint
+    from onepiece.model import OnePiece, save_checkpoint, variant_config
     from onepiece.pipeline.config import PRODUCT_VARIANT
-    from onepiece.model import variant_config
     from onepiece.serving.export import ExportConfig, export_checkpoint
 
     torch.manual_seed(0)
@@ -107,7 +106,8 @@ def export_model(root: Path) -> Path:
 
 
 def model_rate(repo: Path, contexts_dir: Path) -> tuple[float, float]:
-    """In-process candidates/s of the served weights on the staged contexts (1 thread)."""
+    """In-process candidates per second and per CPU second of the served weights on the
+    staged contexts (1 thread)."""
     from onepiece.model import load_checkpoint
     from onepiece.serving.export import exported_versions
     from onepiece.serving.inprocess import probabilities_in_process
@@ -119,9 +119,9 @@ def model_rate(repo: Path, contexts_dir: Path) -> tuple[float, float]:
     try:
         model = load_checkpoint(exported_versions(repo / "onepiece_ranker")[1])
         probabilities_in_process(model, contexts.slice(0, 8))  # warm-up
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         probabilities_in_process(model, contexts)
-        return n / (time.perf_counter() - began), n
+        return n / (time.perf_counter() - began), n / (time.process_time() - cpu)
     finally:
         torch.set_num_threads(threads)
 
@@ -141,9 +141,9 @@ def refresh(config, start: dt.datetime, repo: Path, with_model: bool, with_singl
     staged_contexts = tasks.staging_root(config, start) / "contexts" / tasks.partition_of(start)
     extra: dict = {}
     if with_model:
-        rate, n = model_rate(repo, staged_contexts)
-        extra["model_cands_per_s"] = rate
-        log(f"  model in-process: {rate:.0f} candidates/s on {n}")
+        rate, per_cpu = model_rate(repo, staged_contexts)
+        extra |= {"model_cands_per_s": rate, "model_cands_per_cpu_s": per_cpu}
+        log(f"  model in-process: {rate:.0f} candidates/s, {per_cpu:.0f} per CPU s")
     if with_single:
         source = FeastSideSource(data_root=config.data, feature_service=model["feature_service"])
         table, _, single_s = single_process(Path(config.data), start, start + config.window, source)
@@ -162,7 +162,8 @@ def main() -> None:
                         help="comma-separated window sizes, in candidates")
     parser.add_argument("--per-request", type=int, default=200, help="the world's candidates per request")
     parser.add_argument("--users", type=int, default=WorldConfig().n_users)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="local Beam workers of the contexts job")
+    parser.add_argument("--score-workers", type=int, default=1, help="local Beam workers of the scoring job")
     parser.add_argument("--runner", default="FnApiRunner")
     parser.add_argument("--cache", default=".cache/benchmarks/refresh_scale")
     parser.add_argument("--no-model", action="store_true", help="skip the in-process model rate")
@@ -193,7 +194,7 @@ def main() -> None:
         log(f"window {minutes} min: {expected} candidates")
         refresh_config = RefreshConfig(
             data=str(data), serving=ServingConfig(model_repo=str(repo)),
-            window=dt.timedelta(minutes=minutes), beam=BeamConfig(args.runner, args.workers),
+            window=dt.timedelta(minutes=minutes), beam=BeamConfig(args.runner, args.workers, score_workers=args.score_workers),
             # A fresh model's scores are what they are; the guard's work is still done.
             guard=GuardConfig(force=True),
         )
@@ -223,6 +224,10 @@ def main() -> None:
     if "model_cands_per_s" in big:
         figures["model_cands_per_s"] = round(big["model_cands_per_s"], 1)
         figures["job_over_model"] = round(job_rate / big["model_cands_per_s"], 3)
+        figures["model_cands_per_cpu_s"] = round(big["model_cands_per_cpu_s"], 1)
+        # Load-independent: the job's CPU seconds (every process) per candidate against
+        # the model's alone.
+        figures["job_over_model_cpu"] = round(figures["job_cands_per_cpu_s"] / big["model_cands_per_cpu_s"], 3)
     if "single_s" in big:
         figures["contexts_single_s"] = round(big["single_s"], 2)
         figures["contexts_over_single"] = round(big["single_s"] / stages["contexts"].wall_s, 3)
@@ -236,7 +241,7 @@ def main() -> None:
         }
         figures["time_ratio_2x_by_stage"] = by_stage
         figures["time_ratio_2x"] = max(by_stage.values())
-    figures |= {"runner": args.runner, "workers": args.workers, "per_request": args.per_request,
+    figures |= {"runner": args.runner, "workers": args.workers, "score_workers": args.score_workers, "per_request": args.per_request,
                 "users": args.users, "cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)}
     print(json.dumps(figures, sort_keys=True))
 
