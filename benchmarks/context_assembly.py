@@ -65,7 +65,8 @@ def single_process(root: Path, start: dt.datetime, end: dt.datetime, source) -> 
     began = time.perf_counter()
     r = str(root)
     days = [start.date() + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    cands = storage.read_table(r, "candidates", [d for d in days if d in storage.list_days(r, "candidates")])
+    have = set(storage.list_days(r, "candidates"))
+    cands = storage.read_table(r, "candidates", [d for d in days if d in have])
     events = storage.read_table(r, "events", [d for d in storage.list_days(r, "events") if d < start.date()])
     table, counts = assemble_local(
         cands, events, source, AssemblyConfig(), as_of=start, window=(start, end),
