@@ -3,7 +3,7 @@
     python beam_jobs/score_candidates.py --data DATA --start 2026-11-04T00:00:00Z \
         --end 2026-11-05T00:00:00Z [--url HOST:PORT ...] [--model-repo model_repo] \
         [--model-version N] [--checkpoint CKPT_DIR] [--contexts DIR] \
-        [--runner FnApiRunner --workers 2] [beam flags]
+        [--runner FnApiRunner --workers 1] [beam flags]
 
 Without --url an embedded tritonserver over --model-repo is started for the run and
 stopped after it. Unknown flags go to the runner (see onepiece/beam_options.py). The
@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--contexts", default=None, help="context run to score (default: built)")
     p.add_argument("--max-failed-requests", type=int, default=0)
     p.add_argument("--runner", default="FnApiRunner")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1, help="local runner processes (one per served instance)")
     for name, default in FusionConfig().__dict__.items():
         if isinstance(default, float):
             p.add_argument(f"--fusion-{name}", type=float, default=default)

@@ -1,11 +1,13 @@
-"""Peak resident memory of a whole process tree, sampled in a background thread.
+"""Peak resident memory and CPU seconds of a whole process tree.
 
-A Beam job's memory lives in its SDK worker processes, not in the process that launched
-it, so the sampler sums the RSS of a root process and all its descendants.
+A Beam job's memory and CPU time live in its SDK worker processes (and an embedded
+tritonserver's in the server and its Python-backend stub), not in the process that
+launched them, so both measures cover a root process and all its descendants.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -81,3 +83,54 @@ class TreePeak:
                 proc.kill()
             except psutil.Error:
                 pass
+
+
+def _cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of ``proc`` and of the children it has reaped."""
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _descendants_cpu() -> dict[tuple[int, float], float]:
+    out: dict[tuple[int, float], float] = {}
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return out
+    for proc in procs:
+        try:
+            out[(proc.pid, proc.create_time())] = _cpu_s(proc)
+        except psutil.Error:  # exited between listing and reading
+            pass
+    return out
+
+
+class TreeCpu:
+    """CPU seconds (user + system) spent by this process and all its descendants between
+    ``__enter__`` and ``__exit__``: ``cpu_s``.
+
+    Descendants that exit in between are counted through the kernel's accounting of
+    reaped children (``os.times``: a child's time, with its own reaped children's, is
+    added to its parent when the parent waits for it); those still running at the end
+    are read directly, less what they had used at the start. A process orphaned in
+    between (its parent exited without waiting for it) is not counted.
+    """
+
+    def __init__(self) -> None:
+        self.cpu_s = 0.0
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __enter__(self) -> TreeCpu:
+        self._own0, self._tree0 = self._own(), _descendants_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        own, tree = self._own(), _descendants_cpu()
+        running = sum(cpu - self._tree0.get(key, 0.0) for key, cpu in tree.items())
+        # Alive at the start, reaped since: os.times counts their whole life.
+        before = sum(cpu for key, cpu in self._tree0.items() if key not in tree)
+        self.cpu_s = own - self._own0 + running - before

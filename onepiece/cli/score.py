@@ -37,7 +37,7 @@ def score(
     b: Annotated[float, typer.Option("--b", help="Fusion: exponent of p_ctcvr.")] = 1.0,
     beta: Annotated[float, typer.Option(help="Fusion: weight of the price (GMV) term.")] = 0.0,
     runner: Annotated[str, typer.Option(help="Beam runner, named explicitly.")] = "FnApiRunner",
-    workers: Annotated[int, typer.Option(help="Worker processes of a local runner.")] = 2,
+    workers: Annotated[int, typer.Option(help="Worker processes of a local runner (one keeps a one-instance server busy).")] = 1,
     beam_arg: Annotated[list[str] | None, typer.Option("--beam-arg", help="Extra pipeline option (repeatable).")] = None,
 ) -> None:
     """Score every candidate of [start, end) and publish scores/dt=.../hour=.../ atomically."""

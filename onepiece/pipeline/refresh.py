@@ -345,7 +345,7 @@ def score(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> d
         protocol=config.serving.protocol,
         max_failed_requests=config.max_failed_requests,
         runner=config.beam.runner,
-        workers=config.beam.workers,
+        workers=config.beam.score_workers,
         beam_args=config.beam.args,
     )
     manifest = score_window(job, config.serving.model_repo)

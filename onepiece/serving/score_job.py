@@ -77,7 +77,9 @@ class ScoreJobConfig:
     max_in_flight: int = 4  # concurrent requests per worker
     max_failed_requests: int = 0  # dead-lettered requests tolerated before refusing to publish
     runner: str = "FnApiRunner"
-    workers: int = 2
+    # Local runners' worker processes. One keeps a one-instance server busy (4 requests
+    # in flight); more pay off with more served instances (BeamConfig.score_workers).
+    workers: int = 1
     beam_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

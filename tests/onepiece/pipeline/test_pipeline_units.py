@@ -27,6 +27,9 @@ def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
     assert config.window == dt.timedelta(minutes=30)
     assert config.model_version is None
     assert config.beam.args == ("--x=1", "--y=a b")
+    assert (config.beam.workers, config.beam.score_workers) == (2, 1)
+    config = RefreshConfig.from_params({"score_workers": 0}, env | {"ONEPIECE_SCORE_WORKERS": "3"})
+    assert config.beam.score_workers == 3
     assert config.serving.model_repo == str(PROJECT_MODEL_REPO)
 
     config = RefreshConfig.from_params(
@@ -47,6 +50,8 @@ def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
 def test_bad_configuration_is_named():
     with pytest.raises(UserError, match="window_minutes must be an integer, got 'soon'"):
         RefreshConfig.from_params({}, {"ONEPIECE_REFRESH_WINDOW_MINUTES": "soon"})
+    with pytest.raises(UserError, match="worker counts must be at least 1"):
+        RefreshConfig.from_params({}, {"ONEPIECE_SCORE_WORKERS": "0"})
     with pytest.raises(UserError, match="protocol must be grpc or http"):
         RefreshConfig.from_params({}, {"ONEPIECE_TRITON_PROTOCOL": "smoke"})
     with pytest.raises(UserError, match="merge_retrieval must be true or false, got 'maybe'"):
