@@ -302,7 +302,7 @@ def run_ablation(
     The gbdt row trains with ``gbdt_config`` (default ``GBDTConfig()``); ``model_overrides``
     are ModelConfig fields and do not reach it.
     """
-    from onepiece.evaluation.ranking import flat_candidates, popularity_scores, ranking_metrics
+    from onepiece.evaluation.ranking import flat_candidates, popularity_scores, ranking_metrics, statistic_scores
     from onepiece.model import variant_config
     from onepiece.training.parallel import run_jobs
 
@@ -324,7 +324,8 @@ def run_ablation(
     exposed = flat.labels["impression"] > 0
     popularity = popularity_scores(fit, flat)
     popularity_row = ablation_row("popularity", {"ranking": ranking_metrics(flat, popularity)})
-    references = [popularity_row]
+    ctr = statistic_scores(test)  # the item's 7-day CTR alone: the naive ranker
+    references = [popularity_row, ablation_row("ctr_7d", {"ranking": ranking_metrics(flat, ctr)})]
     extra_scores: dict[str, np.ndarray] = {}
     parts: dict[str, np.ndarray] = {}  # the utility's terms over the exposed candidates
     if reference is not None:
@@ -339,6 +340,7 @@ def run_ablation(
     rows = references + [mean_row(v, [done[f"{v}@{s}"][0] for s in seeds]) for v in variants]
     click = {f"{v}@{s}": done[f"{v}@{s}"][2] for v in variants for s in seeds}
     click |= {f"popularity@{s}": popularity["click"][exposed] for s in seeds}
+    click |= {f"ctr_7d@{s}": ctr["click"][exposed] for s in seeds}
     labels, requests = flat.labels["click"][exposed], flat.request_row[exposed]
     claims = check_claims(rows, labels, requests, click, seeds, cfg.resamples, cfg.seed)
     gauc_claims = check_claims(
@@ -383,6 +385,7 @@ def markdown_offsets(offsets: dict[str, OffsetProfile]) -> str:
 #: Rows that are not models: what they score with.
 REFERENCE_NOTES = {
     "popularity": "item positives on the training days",
+    "ctr_7d": "the candidate's 7-day CTR alone (a feature every row reads): the naive ranker",
     "world_utility": "the world's hidden base utility (no set effects, no position): how far the rows are from what the data allows",
 }
 
@@ -427,6 +430,8 @@ CLAIMS: tuple[tuple[str, str, str], ...] = (
     ("3 steps beat 2 (onepiece > k2)", "onepiece", "onepiece_k2"),
     ("progressive beats last-step (onepiece > last_step)", "onepiece", "onepiece_last_step"),
     ("onePiece beats popularity", "onepiece", "popularity"),
+    ("onePiece beats the item's 7-day CTR alone (onepiece > ctr_7d)", "onepiece", "ctr_7d"),
+    ("DLRM beats the item's 7-day CTR alone (dlrm > ctr_7d)", "dlrm", "ctr_7d"),
     ("sharing the context costs nothing (onepiece_shared vs onepiece: within noise)", "onepiece_shared", "onepiece"),
     ("onePiece beats the LightGBM floor (onepiece > gbdt)", "onepiece", "gbdt"),
     ("DLRM beats the LightGBM floor (dlrm > gbdt)", "dlrm", "gbdt"),

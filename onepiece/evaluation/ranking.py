@@ -86,6 +86,14 @@ def ranking_metrics(
     return result
 
 
+def statistic_scores(rows: pa.Table, column: str = "cand_ctr_7d") -> dict[str, np.ndarray]:
+    """A one-feature baseline: every task's score is a candidate statistic of ``rows``
+    (default the item's 7-day CTR; missing = -1), in ``flat_candidates`` order."""
+    values = pc.list_flatten(rows.combine_chunks()[column])
+    score = np.asarray(pc.fill_null(values, -1.0), dtype=np.float32)
+    return {task: score for task in TASKS}
+
+
 def popularity_scores(train: pa.Table, flat: FlatCandidates) -> dict[str, np.ndarray]:
     """A popularity baseline: each task's score is the item's count of that task's
     positives in the training rows (the same for every user and request)."""

@@ -159,7 +159,7 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     settings = json.loads((out / "ablation.md").read_text().split("Settings: ")[1].split("; train")[0])
     assert (settings["lr"], settings["patience"], settings["batch_size"]) == (0.003, 2, 64)
     doc = json.loads((out / "ablation.json").read_text())
-    assert [r["variant"] for r in doc["rows"]] == ["popularity", "onepiece", "hstu", "gbdt"]
+    assert [r["variant"] for r in doc["rows"]] == ["popularity", "ctr_7d", "onepiece", "hstu", "gbdt"]
     keys = ["variant", "click_auc", "click_gauc", "add_to_cart_auc", "add_to_cart_gauc", "order_auc", "order_gauc"]
     for row in doc["rows"]:
         assert list(row) == keys
@@ -170,7 +170,11 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     orderings = json.loads((out / "orderings.json").read_text())
     assert orderings["seeds"] == [0]
     claims = {c["claim"]: c for c in orderings["claims"]}
-    assert set(claims) == {"onePiece beats popularity", "onePiece beats the LightGBM floor (onepiece > gbdt)"}
+    assert set(claims) == {"onePiece beats popularity", "onePiece beats the LightGBM floor (onepiece > gbdt)",
+                           "onePiece beats the item's 7-day CTR alone (onepiece > ctr_7d)"}
+    assert "| reference | ctr_7d |" in table
+    # the reference row is the CTR column itself
+    ctr_claim = claims["onePiece beats the item's 7-day CTR alone (onepiece > ctr_7d)"]
     claim = claims["onePiece beats popularity"]
     low, high = claim["ci95"]
     assert low <= claim["delta"] <= high and claim["verdict"] in ("holds", "fails", "within noise")
@@ -181,7 +185,13 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     from onepiece.evaluation.metrics import auc
 
     saved = pq.read_table(out / "test_scores.parquet").to_pydict()
-    assert {"request", "click", "onepiece@0", "hstu@0", "gbdt@0", "popularity@0"} <= set(saved)
+    assert {"request", "click", "onepiece@0", "hstu@0", "gbdt@0", "popularity@0", "ctr_7d@0"} <= set(saved)
+    ctr_row = next(r for r in doc["rows"] if r["variant"] == "ctr_7d")
+    assert ctr_row["click_auc"] == pytest.approx(auc(np.array(saved["click"]), np.array(saved["ctr_7d@0"])))
+    ctr_values = set(np.concatenate(test_rows["cand_ctr_7d"].to_pylist()).astype(np.float32).tolist())
+    assert set(saved["ctr_7d@0"]) <= ctr_values
+    assert auc(np.array(saved["click"]), np.array(saved["ctr_7d@0"])) - auc(
+        np.array(saved["click"]), np.array(saved["onepiece@0"])) == pytest.approx(-ctr_claim["delta"])
     redone = auc(np.array(saved["click"]), np.array(saved["onepiece@0"])) - auc(
         np.array(saved["click"]), np.array(saved["popularity@0"]))
     assert redone == pytest.approx(claim["delta"])
@@ -191,7 +201,7 @@ def test_ablation_command_on_prebuilt_shards(tiny_split, tiny_model, tmp_path: P
     gauc_claim = {c["claim"]: c for c in orderings["gauc_claims"]}["onePiece beats popularity"]
     assert "on our click GAUC" in table and f"| onePiece beats popularity | {gauc_claim['delta']:+.4f} |" in table
     per_seed = json.loads((out / "seeds.json").read_text())["rows_by_seed"]
-    assert [r["variant"] for r in per_seed["0"]] == ["popularity", "onepiece", "hstu", "gbdt"]
+    assert [r["variant"] for r in per_seed["0"]] == ["popularity", "ctr_7d", "onepiece", "hstu", "gbdt"]
     importance = json.loads((out / "gbdt_importance.json").read_text())
     assert list(importance["by_seed"]) == ["0"] and importance["config"]["n_estimators"] == 500
     assert sorted(importance["mean"]) == sorted(FEATURE_NAMES) and all(g >= 0 for g in importance["mean"].values())
@@ -230,7 +240,7 @@ def test_rows_trained_at_once_equal_rows_trained_one_by_one(tiny_split, tiny_mod
         train_rows, test_rows, dataclasses.replace(cfg, workers=1), rows, model_overrides=tiny_model
     )
     assert parallel == serial
-    assert [r["variant"] for r in parallel.rows] == ["popularity", "onepiece", "hstu", "gbdt"]
+    assert [r["variant"] for r in parallel.rows] == ["popularity", "ctr_7d", "onepiece", "hstu", "gbdt"]
     assert sorted(reported) == ["gbdt", "hstu", "onepiece"]
 
 
@@ -248,7 +258,7 @@ def test_ablation_command_runs_the_beam_job_with_feast(tiny_world: Path, tiny_mo
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "ablation.json").read_text())["rows"]
     # --data is a generated world: its hidden utility scores the test day as a reference
-    assert [r["variant"] for r in rows] == ["popularity", "world_utility", "onepiece"]
+    assert [r["variant"] for r in rows] == ["popularity", "ctr_7d", "world_utility", "onepiece"]
     assert not math.isnan(rows[2]["click_auc"])
     utility = rows[1]
     assert utility["click_auc"] > max(rows[0]["click_auc"], 0.6) and utility["order_auc"] is None
