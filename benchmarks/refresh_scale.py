@@ -1,7 +1,7 @@
 """Benchmark: the refresh's real path on windows of growing size, stage by stage.
 
     .venv/bin/python benchmarks/refresh_scale.py [--candidates 250000,500000,1000000]
-        [--per-request 200] [--users 2000] [--workers 2] [--score-workers 1] [--runner FnApiRunner]
+        [--per-request 200] [--users 2000] [--workers 1] [--score-workers 1] [--runner FnApiRunner]
         [--cache .cache/benchmarks/refresh_scale]
 
 1. A synthetic world (the default WorldConfig with ``--per-request`` candidates per
@@ -162,7 +162,7 @@ def main() -> None:
                         help="comma-separated window sizes, in candidates")
     parser.add_argument("--per-request", type=int, default=200, help="the world's candidates per request")
     parser.add_argument("--users", type=int, default=WorldConfig().n_users)
-    parser.add_argument("--workers", type=int, default=2, help="local Beam workers of the contexts job")
+    parser.add_argument("--workers", type=int, default=1, help="local Beam workers of the contexts job")
     parser.add_argument("--score-workers", type=int, default=1, help="local Beam workers of the scoring job")
     parser.add_argument("--runner", default="FnApiRunner")
     parser.add_argument("--cache", default=".cache/benchmarks/refresh_scale")
@@ -194,7 +194,8 @@ def main() -> None:
         log(f"window {minutes} min: {expected} candidates")
         refresh_config = RefreshConfig(
             data=str(data), serving=ServingConfig(model_repo=str(repo)),
-            window=dt.timedelta(minutes=minutes), beam=BeamConfig(args.runner, args.workers, score_workers=args.score_workers),
+            window=dt.timedelta(minutes=minutes),
+            beam=BeamConfig(args.runner, score_workers=args.score_workers, contexts_workers=args.workers),
             # A fresh model's scores are what they are; the guard's work is still done.
             guard=GuardConfig(force=True),
         )

@@ -22,6 +22,8 @@ ONEPIECE_BEAM_WORKERS           local Beam worker processes (default 2)
 ONEPIECE_SCORE_WORKERS          local Beam worker processes of the scoring job (default 1:
                                 one keeps an embedded one-instance Triton busy; raise it
                                 with the served instances, e.g. for a remote fleet)
+ONEPIECE_CONTEXTS_WORKERS       local Beam worker processes of the refresh's contexts job
+                                (default 1: its time is start-up, mostly Feast's import)
 ONEPIECE_BEAM_ARGS              extra Beam flags, shell-quoted (--flink_master=..., ...)
 ONEPIECE_REFRESH_WINDOW_MINUTES scoring window after the logical date (default 60)
 ONEPIECE_REFRESH_MERGE_RETRIEVAL true: the refresh scores the upstream candidates merged
@@ -103,9 +105,13 @@ class BeamConfig:
     # (torch imported again) and competes for the cores. Measured on 100k candidates with
     # the embedded server: 0.8x the CPU seconds, 0.6 GB less, same bytes (docs/results.md).
     score_workers: int = 1
+    # The refresh's contexts job: its time is fixed costs (the worker that fetches the
+    # side features imports Feast, about 6 s), not per candidate; a second worker adds
+    # its own start-up (about 2 CPU s at 250k candidates) for little work (docs/results.md).
+    contexts_workers: int = 1
 
     def __post_init__(self) -> None:
-        if self.workers < 1 or self.score_workers < 1:
+        if self.workers < 1 or self.score_workers < 1 or self.contexts_workers < 1:
             raise UserError(f"Beam worker counts must be at least 1, got {self}")
 
     @classmethod
@@ -116,6 +122,9 @@ class BeamConfig:
             args=tuple(shlex.split(_pick(params, "beam_args", env, "ONEPIECE_BEAM_ARGS"))),
             score_workers=_int(
                 _pick(params, "score_workers", env, "ONEPIECE_SCORE_WORKERS"), 1, "score_workers"
+            ),
+            contexts_workers=_int(
+                _pick(params, "contexts_workers", env, "ONEPIECE_CONTEXTS_WORKERS"), 1, "contexts_workers"
             ),
         )
 

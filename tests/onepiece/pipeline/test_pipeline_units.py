@@ -27,9 +27,13 @@ def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
     assert config.window == dt.timedelta(minutes=30)
     assert config.model_version is None
     assert config.beam.args == ("--x=1", "--y=a b")
-    assert (config.beam.workers, config.beam.score_workers) == (2, 1)
+    assert (config.beam.workers, config.beam.score_workers, config.beam.contexts_workers) == (2, 1, 1)
     config = RefreshConfig.from_params({"score_workers": 0}, env | {"ONEPIECE_SCORE_WORKERS": "3"})
     assert config.beam.score_workers == 3
+    config = RefreshConfig.from_params({"contexts_workers": 2}, env | {"ONEPIECE_CONTEXTS_WORKERS": "3"})
+    assert config.beam.contexts_workers == 2
+    config = RefreshConfig.from_params({}, env | {"ONEPIECE_CONTEXTS_WORKERS": "3"})
+    assert config.beam.contexts_workers == 3
     assert config.serving.model_repo == str(PROJECT_MODEL_REPO)
 
     config = RefreshConfig.from_params(
