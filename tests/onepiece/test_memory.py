@@ -32,7 +32,8 @@ def test_tree_cpu_counts_a_running_child_only_from_the_start():
             end = time.process_time() + 0.3
             while time.process_time() < end:
                 pass
-        assert 0.3 <= spinning.cpu_s < 0.6, spinning.cpu_s
+        # the child's and this process's clocks tick at 10 ms: allow one tick below 0.3
+        assert 0.29 <= spinning.cpu_s < 0.6, spinning.cpu_s
     finally:
         child.kill()
         child.wait()
