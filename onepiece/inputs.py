@@ -95,16 +95,7 @@ def check_table(root: str, table: str, days: list[dt.date] | None = None) -> Tab
         partitions = [(storage.table_files(root, table, [day]), day) for day in days]
     else:
         partitions = [(storage.table_files(root, table), None)]
-    rows = 0
-    for files, day in partitions:
-        keys = []
-        for path in files:
-            checked = _check_file(path, table, day)
-            rows += checked.num_rows
-            if spec.unique is not None:
-                keys.append(checked.select(list(spec.unique.columns)))
-        if spec.unique is not None:
-            _check_unique(keys, files, table)
+    rows = sum(_check_files(files, table, day) for files, day in partitions)
     every_file = tuple(f for files, _ in partitions for f in files)
     return TableFiles(table, every_file, rows, tuple(days or ()))
 
@@ -113,21 +104,27 @@ def check_partition(directory: str, table: str) -> TableFiles:
     """Check one published partition of ``table`` (``<table>/dt=.../hour=.../`` with its
     ``_manifest.json``, e.g. the retrieval route's): it must be there, and every file
     and its unique key conform. A missing partition is named."""
-    spec = TABLES[table]
     if not (Path(directory) / "_manifest.json").is_file():
         raise ContractError(table, directory, "partition is not published (no _manifest.json)")
     files = sorted(str(p) for p in Path(directory).glob("*.parquet"))
     if not files:
         raise ContractError(table, directory, "partition holds no Parquet files")
+    return TableFiles(table, tuple(files), _check_files(files, table, None))
+
+
+def _check_files(files: list[str], table: str, day: dt.date | None) -> int:
+    """Check every file of one partition of ``table`` and its unique key across them;
+    returns the partition's row count."""
+    spec = TABLES[table]
     rows, keys = 0, []
     for path in files:
-        checked = _check_file(path, table, None)
+        checked = _check_file(path, table, day)
         rows += checked.num_rows
         if spec.unique is not None:
             keys.append(checked.select(list(spec.unique.columns)))
     if spec.unique is not None:
         _check_unique(keys, files, table)
-    return TableFiles(table, tuple(files), rows)
+    return rows
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
