@@ -4,12 +4,17 @@ Writes synthetic snapshot tables (items, users, queries) and candidate rows with
 scoring time T into a temporary data root, applies the project's feature repository
 there, and times, in this run:
 
-- ours: ``onepiece.features.side_features`` (dedupe, then Feast on DuckDB) for every
-  candidate row's item, user and query, asked the STACKED way (small kinds share one
-  call, the answer is put back in key order by a row number);
+- ours: ``onepiece.features.side_features`` (dedupe, then Feast) for every candidate
+  row's item, user and query, asked the STACKED way (small kinds share one call, the
+  answer is put back in key order by a row number), on the repository's offline store:
+  Feast's DuckDB store with its join replaced by an ASOF JOIN
+  (``onepiece.features.asof_store``);
 - plain: the same function asked the PLAIN way (one call per kind, answer sorted); its
-  output must equal ours; before: PLAIN with Feast coercing the entity times again
-  (``coerce_tz_aware`` on, as the repository had it), i.e. the path before issue 22;
+  output must equal ours;
+- stock: ours on Feast's own DuckDB store (``type: duckdb``, its ibis join), the same
+  registry and sources; its output must equal ours; before: PLAIN on the stock store
+  with Feast coercing the entity times again (``coerce_tz_aware`` on), i.e. the path
+  before issue 22;
 - duckdb: one hand-written DuckDB query doing the same point-in-time join (dedupe,
   ASOF join strictly before T, ttl, defaults): the floor we measure ourselves against;
   its output is checked to be identical to ours;
@@ -21,14 +26,15 @@ there, and times, in this run:
 Besides the refresh (one T for every row) it measures training-style rows, where each
 request has its own as-of time and deduplication saves less.
 
-ours, plain, before and duckdb run interleaved, ``--repeats`` rounds in this one process
+ours, plain, stock, before and duckdb run interleaved, ``--repeats`` rounds in this one process
 (the machine is shared): the ratios compare the best wall seconds of each, and, as a
 figure that other load moves less, the best CPU seconds of this process (DuckDB's
 threads included).
 
 Prints figures and, as the LAST stdout line, one JSON object with rows,
 ours_rows_per_s, feast_file_rows_per_s, speedup_vs_feast_file, duckdb_rows_per_s,
-ours_over_duckdb (wall), ours_over_duckdb_cpu, ours_over_plain, ours_over_before,
+ours_over_duckdb (wall), ours_over_duckdb_cpu, stock_over_duckdb (wall),
+stock_over_duckdb_cpu, ours_over_stock, ours_over_plain, ours_over_before,
 before_over_duckdb and per-size figures.
 
     .venv/bin/python benchmarks/feature_retrieval.py [--rows 100000,1000000] [--file-rows 100000]
@@ -66,6 +72,7 @@ from onepiece.features import (  # noqa: E402
     open_store,
     side_features,
 )
+from onepiece.features.asof_store import STORE_TYPE  # noqa: E402
 from onepiece.features.registry import apply  # noqa: E402
 from onepiece.features.repo import PROJECT_REPO  # noqa: E402
 from onepiece.features.retrieval import Retrieval  # noqa: E402
@@ -207,16 +214,23 @@ def duckdb_direct(root: Path, cands: pa.Table) -> tuple[float, dict[str, pa.Tabl
     return time.perf_counter() - start, out
 
 
+def with_offline_store(repo: FeatureRepoConfig, offline_type: str) -> FeatureRepoConfig:
+    """A copy of ``repo`` whose feature_store.yaml names another offline store; same
+    registry (read only here), same sources."""
+    name = "features_" + offline_type.rsplit(".", 1)[-1].lower()
+    copy = Path(repo.repo_dir).with_name(name)
+    shutil.copytree(repo.repo_dir, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    yaml_path = copy / "feature_store.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace(f"type: {STORE_TYPE}", f"type: {offline_type}"))
+    variant = FeatureRepoConfig(repo_dir=copy, data_root=repo.data_root)
+    assert open_store(variant).config.offline_store.type == offline_type
+    return variant
+
+
 def feast_file_store(repo: FeatureRepoConfig, cands: pa.Table) -> float:
     """Feast's default file offline store, used plainly: one query per entity kind on
     the candidate rows, each asked just before its as-of time."""
-    file_repo = Path(repo.repo_dir).with_name("features_file_store")
-    shutil.copytree(repo.repo_dir, file_repo, ignore=shutil.ignore_patterns("__pycache__"))
-    yaml_path = file_repo / "feature_store.yaml"
-    yaml_path.write_text(yaml_path.read_text().replace("type: duckdb", "type: file"))
-    # Same registry (read only here), same sources; only the offline store differs.
-    store = open_store(FeatureRepoConfig(repo_dir=file_repo, data_root=repo.data_root))
-    assert store.config.offline_store.type == "file"
+    store = open_store(with_offline_store(repo, "file"))
     just_before = pc.subtract(cands["as_of"], pa.scalar(dt.timedelta(microseconds=1)))
     views = {
         "item_id": ("item_features", ITEM_FEATURES),
@@ -255,14 +269,16 @@ def interleaved(repeats: int, fns: dict) -> dict[str, tuple[float, float, object
     return best
 
 
-def measure(repo, store, data: Path, cands: pa.Table, repeats: int) -> dict:
+def measure(repo, store, stock_repo, stock, data: Path, cands: pa.Table, repeats: int) -> dict:
     runs = interleaved(repeats, {
         "ours": lambda: ours(repo, store, cands),
         "plain": lambda: ours(repo, store, cands, Retrieval.PLAIN),
-        "before": lambda: before_issue22(repo, store, cands),
+        "stock": lambda: ours(stock_repo, stock, cands),
+        "before": lambda: before_issue22(stock_repo, stock, cands),
         "duckdb": lambda: duckdb_direct(data, cands),
     })
     (ours_s, ours_cpu, result), (plain_s, plain_cpu, plain) = runs["ours"], runs["plain"]
+    stock_s, stock_cpu, stocked = runs["stock"]
     duck_s, duck_cpu, direct = runs["duckdb"]
     identical = all(
         getattr(result, t).equals(direct[t].cast(getattr(result, t).schema)) for t in direct
@@ -276,18 +292,26 @@ def measure(repo, store, data: Path, cands: pa.Table, repeats: int) -> dict:
         "duckdb_rows_per_s": round(n / duck_s),
         "ours_over_duckdb": round(duck_s / ours_s, 3),
         "plain_over_duckdb": round(duck_s / plain_s, 3),
+        "stock_s": round(stock_s, 3),
+        "stock_over_duckdb": round(duck_s / stock_s, 3),
+        "ours_over_stock": round(stock_s / ours_s, 3),
         "ours_over_plain": round(plain_s / ours_s, 3),
         "ours_over_before": round(runs["before"][0] / ours_s, 3),
         "before_over_duckdb": round(duck_s / runs["before"][0], 3),
         "cpu_s": {"ours": round(ours_cpu, 3), "plain": round(plain_cpu, 3),
-                  "before": round(runs["before"][1], 3), "duckdb": round(duck_cpu, 3)},
+                  "stock": round(stock_cpu, 3), "before": round(runs["before"][1], 3),
+                  "duckdb": round(duck_cpu, 3)},
         "ours_over_duckdb_cpu": round(duck_cpu / ours_cpu, 3),
+        "stock_over_duckdb_cpu": round(duck_cpu / stock_cpu, 3),
         "unique_items": result.items.num_rows,
         "unknown": result.unknown,
         "identical_to_duckdb": identical,
         "identical_to_plain": all(
             getattr(result, t).equals(getattr(plain, t)) for t in ("items", "users", "queries")
         ) and result.unknown == plain.unknown,
+        "identical_to_stock": all(
+            getattr(result, t).equals(getattr(stocked, t)) for t in ("items", "users", "queries")
+        ) and result.unknown == stocked.unknown,
     }
 
 
@@ -314,16 +338,22 @@ def main() -> None:
         repo = FeatureRepoConfig(repo_dir=work / "features", data_root=str(data))
         apply(repo)
         store = open_store(repo)
+        assert store.config.offline_store.type == STORE_TYPE
+        stock_repo = with_offline_store(repo, "duckdb")
+        stock = open_store(stock_repo)
         ours(repo, store, candidate_rows(1000, *shape, seed=99))  # warm-up
+        ours(stock_repo, stock, candidate_rows(1000, *shape, seed=99))
         log(f"world: {args.items} items, {args.users} users, {args.queries} queries; T = {T}")
 
         by_rows: dict[int, dict] = {}
         for n in sizes:
-            by_rows[n] = measure(repo, store, data, candidate_rows(n, *shape, seed=n), args.repeats)
+            by_rows[n] = measure(
+                repo, store, stock_repo, stock, data, candidate_rows(n, *shape, seed=n), args.repeats
+            )
             log(f"refresh, {n} rows: {by_rows[n]}")
         n_top = max(sizes)
         training = candidate_rows(n_top, *shape, seed=n_top, per_row_times=True)
-        per_row = measure(repo, store, data, training, args.repeats)
+        per_row = measure(repo, store, stock_repo, stock, data, training, args.repeats)
         log(f"per-row times (training), {n_top} rows: {per_row}")
 
         sample = candidate_rows(args.file_rows, *shape, seed=args.file_rows)
@@ -340,6 +370,9 @@ def main() -> None:
             "duckdb_rows_per_s": top["duckdb_rows_per_s"],
             "ours_over_duckdb": top["ours_over_duckdb"],
             "ours_over_duckdb_cpu": top["ours_over_duckdb_cpu"],
+            "stock_over_duckdb": top["stock_over_duckdb"],
+            "stock_over_duckdb_cpu": top["stock_over_duckdb_cpu"],
+            "ours_over_stock": top["ours_over_stock"],
             "ours_over_plain": top["ours_over_plain"],
             "ours_over_before": top["ours_over_before"],
             "before_over_duckdb": top["before_over_duckdb"],

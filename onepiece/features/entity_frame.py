@@ -15,7 +15,7 @@ a refresh's one T, the item view has far more keys than the user and query views
   answer is put back in key order with one ``take`` instead of a sort;
 - times are passed tz-aware in UTC (one microsecond before as_of, see retrieval.py).
 
-Only the DuckDB store is asked this way; :data:`STACKING_STORES` names it. Other
+Only the DuckDB stores are asked this way; :data:`STACKING_STORES` names them. Other
 offline stores (the scale profile's Spark) get one plain call per kind.
 """
 
@@ -31,8 +31,9 @@ import pyarrow.compute as pc
 
 from onepiece.features.service import ENTITY_KINDS, ServedView
 
-#: Offline stores whose point-in-time join is Feast's ibis join (null keys never match).
-STACKING_STORES = frozenset({"duckdb"})
+#: Offline stores where a null join key never matches: Feast's DuckDB store (ibis join)
+#: and the project's ASOF store on it (``onepiece.features.asof_store.STORE_TYPE``).
+STACKING_STORES = frozenset({"duckdb", "onepiece.features.asof_store.AsofDuckDBOfflineStore"})
 #: The entity column that numbers the rows of a frame (passed through by Feast).
 ROW_COLUMN = "onepiece_row"
 ONE_MICROSECOND = pa.scalar(dt.timedelta(microseconds=1), pa.duration("us"))
