@@ -73,6 +73,19 @@ def make_repo(base: Path, rows: dict[str, list[dict]] | None = None) -> FeatureR
     return FeatureRepoConfig(repo_dir=copy_repo(base / "features"), data_root=str(data))
 
 
+def stock_variant(repo: FeatureRepoConfig, target: Path) -> FeatureRepoConfig:
+    """A copy of ``repo`` on Feast's own DuckDB offline store (``type: duckdb``, the
+    one-line change the operations guide gives), same data root and registry."""
+    from onepiece.features.asof_store import STORE_TYPE
+
+    shutil.copytree(repo.repo_dir, target, ignore=shutil.ignore_patterns("__pycache__"))
+    yaml_path = target / "feature_store.yaml"
+    text = yaml_path.read_text()
+    assert f"type: {STORE_TYPE}" in text
+    yaml_path.write_text(text.replace(f"type: {STORE_TYPE}", "type: duckdb"))
+    return FeatureRepoConfig(repo_dir=target, data_root=repo.data_root)
+
+
 SCALE_YAML = "profiles/scale.feature_store.yaml"
 
 

@@ -7,6 +7,7 @@ import yaml
 
 from onepiece.errors import UserError
 from onepiece.features import open_store
+from onepiece.features.asof_store import STORE_TYPE
 from onepiece.features.repo import PROFILE_ENV, PROJECT_REPO, FeatureRepoConfig, repo_config
 
 SCALE = "profiles/scale.feature_store.yaml"
@@ -19,7 +20,7 @@ SCALE_ENV = {
 
 def test_local_profile_follows_the_data_root(tmp_path):
     config = repo_config(FeatureRepoConfig(data_root=str(tmp_path / "d")))
-    assert config.offline_store.type == "duckdb"
+    assert config.offline_store.type == STORE_TYPE  # Feast's DuckDB store, ASOF join
     assert config.online_store.type == "sqlite"
     assert config.registry.path == str(tmp_path / "d" / "feast" / "registry.db")
     assert config.online_store.path == str(tmp_path / "d" / "feast" / "online_store.db")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 
 import numpy as np
 import pyarrow as pa
@@ -181,16 +182,30 @@ def random_world(tmp_path, rng) -> tuple:
 
 def test_every_way_of_asking_feast_gives_the_plain_answer(tmp_path):
     """STACKED (all kinds in one call, small kinds together, one call per kind) equals
-    PLAIN and the plain point-in-time reference, for one T and for per-row times."""
+    PLAIN and the plain point-in-time reference, for one T and for per-row times, on the
+    repository's ASOF offline store and on Feast's own DuckDB store alike."""
+    from feast_fixtures import stock_variant
+
+    from onepiece.features import open_store
+    from onepiece.features.asof_store import STORE_TYPE
     from onepiece.features.entity_frame import FrameConfig
     from onepiece.features.retrieval import Retrieval
 
     rng = np.random.default_rng(11)
     repo, rows, start = random_world(tmp_path, rng)
+    stores = {"asof": repo, "stock": stock_variant(repo, tmp_path / "features_stock")}
+    assert open_store(stores["asof"]).config.offline_store.type == STORE_TYPE
+    assert open_store(stores["stock"]).config.offline_store.type == "duckdb"
     stamps = [r["event_timestamp"] for table in rows.values() for r in table]
-    # As-of times at random and exactly at snapshot times (those rows must stay hidden).
-    times = [start + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 7 * 24 * 60, 60)]
+    # As-of times at random, exactly at snapshot times (those rows must stay hidden) and
+    # at the ttl's edges: a row exactly ttl older than the last visible instant is
+    # served, one 1 us older is not.
+    times = [start + dt.timedelta(minutes=int(m)) for m in rng.integers(0, 7 * 24 * 60, 40)]
     times += [stamps[int(k)] for k in rng.integers(0, len(stamps), 40)]
+    edge = [rows["items"][int(k)]["event_timestamp"] + ITEM_TTL for k in rng.integers(
+        0, len(rows["items"]), 10)]
+    times += [t + dt.timedelta(microseconds=1) for t in edge] + [
+        t + dt.timedelta(microseconds=2) for t in edge]
     as_of = pa.array(times, pa.timestamp("us", tz="UTC"))
     # 100 item rows, 40 user and query rows; ids 21..24 are unknown.
     ids = {name: pa.array(rng.integers(1, 25, size=100 if name == "items" else 40))
@@ -212,11 +227,16 @@ def test_every_way_of_asking_feast_gives_the_plain_answer(tmp_path):
     assert len(split(requests["per-row times"], ENTITY_KINDS["users"])) <= 40
     for label, request in requests.items():
         plain = side_features(repo, request, retrieval=Retrieval.PLAIN)
-        for way, frame in ways.items():
-            got = side_features(repo, request, frame=frame)
-            for name in rows:
-                assert getattr(got, name).equals(getattr(plain, name)), (label, way, name)
-            assert got.unknown == plain.unknown and got.unserved == plain.unserved, (label, way)
+        for (store, variant), (way, frame) in itertools.product(stores.items(), ways.items()):
+            asked = [side_features(variant, request, frame=frame)]
+            if way == "one call per kind":  # and PLAIN, once per store
+                asked.append(side_features(variant, request, retrieval=Retrieval.PLAIN))
+            for got in asked:
+                for name in rows:
+                    assert getattr(got, name).equals(getattr(plain, name)), (
+                        label, store, way, name)
+                assert got.unknown == plain.unknown and got.unserved == plain.unserved, (
+                    label, store, way)
         for name, kind in ENTITY_KINDS.items():
             unknown = 0
             for row in getattr(plain, name).to_pylist():
