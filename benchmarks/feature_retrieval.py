@@ -5,14 +5,15 @@ scoring time T into a temporary data root, applies the project's feature reposit
 there, and times, in this run:
 
 - ours: ``onepiece.features.side_features`` (dedupe, then Feast) for every candidate
-  row's item, user and query, asked the STACKED way (small kinds share one call, the
-  answer is put back in key order by a row number), on the repository's offline store:
+  row's item, user and query, asked the default way, on the repository's offline store:
   Feast's DuckDB store with its join replaced by an ASOF JOIN
-  (``onepiece.features.asof_store``);
-- plain: the same function asked the PLAIN way (one call per kind, answer sorted); its
-  output must equal ours;
+  (``onepiece.features.asof_store``), which is asked PLAIN (one call per kind);
+- plain: the same function asked PLAIN explicitly (the same path on the ASOF store);
+  its output must equal ours;
 - stock: ours on Feast's own DuckDB store (``type: duckdb``, its ibis join), the same
-  registry and sources; its output must equal ours; before: PLAIN on the stock store
+  registry and sources, asked the STACKED way there (small kinds share one call, the
+  answer is put back in key order by a row number); its output must equal ours;
+  before: PLAIN on the stock store
   with Feast coercing the entity times again (``coerce_tz_aware`` on), i.e. the path
   before issue 22;
 - duckdb: one hand-written DuckDB query doing the same point-in-time join (dedupe,

@@ -7,8 +7,10 @@ comes back as Arrow tables keyed by (id, as_of) for the context builder to join.
 
 Two ways of asking Feast give the same answer (``Retrieval``): PLAIN, one call per
 entity kind with the answer sorted back into key order (any offline store), and
-STACKED (the default on the DuckDB store), where kinds with few keys share one call and
-a row number brings the answer back without a sort (``onepiece.features.entity_frame``).
+STACKED (the default on Feast's own DuckDB store), where kinds with few keys share one
+call and a row number brings the answer back without a sort
+(``onepiece.features.entity_frame``). The local profile's ASOF store
+(``onepiece.features.asof_store``) is asked PLAIN: its calls are cheap.
 
 Semantics (data contract, "point-in-time correctness"):
 
@@ -182,7 +184,7 @@ def side_features(
     """Point-in-time side features of ``request`` from the feature service of ``repo``.
 
     ``store`` may be passed to reuse an open Feast FeatureStore across calls. STACKED
-    falls back to PLAIN on offline stores other than DuckDB.
+    falls back to PLAIN on offline stores other than Feast's own DuckDB store.
     """
     store = store if store is not None else open_store(repo)
     served = resolve_service(store, repo.feature_service)
