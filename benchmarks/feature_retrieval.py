@@ -8,14 +8,11 @@ there, and times, in this run:
   row's item, user and query, asked the default way, on the repository's offline store:
   Feast's DuckDB store with its join replaced by an ASOF JOIN
   (``onepiece.features.asof_store``), which is asked PLAIN (one call per kind);
-- plain: the same function asked PLAIN explicitly (the same path on the ASOF store);
-  its output must equal ours;
 - stock: ours on Feast's own DuckDB store (``type: duckdb``, its ibis join), the same
   registry and sources, asked the STACKED way there (small kinds share one call, the
   answer is put back in key order by a row number); its output must equal ours;
-  before: PLAIN on the stock store
-  with Feast coercing the entity times again (``coerce_tz_aware`` on), i.e. the path
-  before issue 22;
+- before: PLAIN on the stock store with Feast coercing the entity times again
+  (``coerce_tz_aware`` on), i.e. the path before issue 22;
 - duckdb: one hand-written DuckDB query doing the same point-in-time join (dedupe,
   ASOF join strictly before T, ttl, defaults): the floor we measure ourselves against;
   its output is checked to be identical to ours;
@@ -27,7 +24,7 @@ there, and times, in this run:
 Besides the refresh (one T for every row) it measures training-style rows, where each
 request has its own as-of time and deduplication saves less.
 
-ours, plain, stock, before and duckdb run interleaved, ``--repeats`` rounds in this one process
+ours, stock, before and duckdb run interleaved, ``--repeats`` rounds in this one process
 (the machine is shared): the ratios compare the best wall seconds of each, and, as a
 figure that other load moves less, the best CPU seconds of this process (DuckDB's
 threads included).
@@ -35,10 +32,10 @@ threads included).
 Prints figures and, as the LAST stdout line, one JSON object with rows,
 ours_rows_per_s, feast_file_rows_per_s, speedup_vs_feast_file, duckdb_rows_per_s,
 ours_over_duckdb (wall), ours_over_duckdb_cpu, stock_over_duckdb (wall),
-stock_over_duckdb_cpu, ours_over_stock, ours_over_plain, ours_over_before,
+stock_over_duckdb_cpu, ours_over_stock, ours_over_before,
 before_over_duckdb and per-size figures.
 
-    .venv/bin/python benchmarks/feature_retrieval.py [--rows 100000,1000000] [--file-rows 100000]
+    .venv/bin/python benchmarks/feature_retrieval.py [--rows 100000,1000000] [--file-rows 100000] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -273,12 +270,11 @@ def interleaved(repeats: int, fns: dict) -> dict[str, tuple[float, float, object
 def measure(repo, store, stock_repo, stock, data: Path, cands: pa.Table, repeats: int) -> dict:
     runs = interleaved(repeats, {
         "ours": lambda: ours(repo, store, cands),
-        "plain": lambda: ours(repo, store, cands, Retrieval.PLAIN),
         "stock": lambda: ours(stock_repo, stock, cands),
         "before": lambda: before_issue22(stock_repo, stock, cands),
         "duckdb": lambda: duckdb_direct(data, cands),
     })
-    (ours_s, ours_cpu, result), (plain_s, plain_cpu, plain) = runs["ours"], runs["plain"]
+    ours_s, ours_cpu, result = runs["ours"]
     stock_s, stock_cpu, stocked = runs["stock"]
     duck_s, duck_cpu, direct = runs["duckdb"]
     identical = all(
@@ -288,18 +284,15 @@ def measure(repo, store, stock_repo, stock, data: Path, cands: pa.Table, repeats
     return {
         "ours_s": round(ours_s, 3),
         "ours_rows_per_s": round(n / ours_s),
-        "plain_s": round(plain_s, 3),
         "duckdb_s": round(duck_s, 3),
         "duckdb_rows_per_s": round(n / duck_s),
         "ours_over_duckdb": round(duck_s / ours_s, 3),
-        "plain_over_duckdb": round(duck_s / plain_s, 3),
         "stock_s": round(stock_s, 3),
         "stock_over_duckdb": round(duck_s / stock_s, 3),
         "ours_over_stock": round(stock_s / ours_s, 3),
-        "ours_over_plain": round(plain_s / ours_s, 3),
         "ours_over_before": round(runs["before"][0] / ours_s, 3),
         "before_over_duckdb": round(duck_s / runs["before"][0], 3),
-        "cpu_s": {"ours": round(ours_cpu, 3), "plain": round(plain_cpu, 3),
+        "cpu_s": {"ours": round(ours_cpu, 3),
                   "stock": round(stock_cpu, 3), "before": round(runs["before"][1], 3),
                   "duckdb": round(duck_cpu, 3)},
         "ours_over_duckdb_cpu": round(duck_cpu / ours_cpu, 3),
@@ -307,9 +300,6 @@ def measure(repo, store, stock_repo, stock, data: Path, cands: pa.Table, repeats
         "unique_items": result.items.num_rows,
         "unknown": result.unknown,
         "identical_to_duckdb": identical,
-        "identical_to_plain": all(
-            getattr(result, t).equals(getattr(plain, t)) for t in ("items", "users", "queries")
-        ) and result.unknown == plain.unknown,
         "identical_to_stock": all(
             getattr(result, t).equals(getattr(stocked, t)) for t in ("items", "users", "queries")
         ) and result.unknown == stocked.unknown,
@@ -325,7 +315,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--queries", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=5,
-                        help="interleaved rounds of ours, plain and DuckDB (best of N)")
+                        help="interleaved rounds of ours, stock, before and DuckDB (best of N)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.rows.split(",")]
     shape = (args.items, args.users, args.queries)
@@ -374,7 +364,6 @@ def main() -> None:
             "stock_over_duckdb": top["stock_over_duckdb"],
             "stock_over_duckdb_cpu": top["stock_over_duckdb_cpu"],
             "ours_over_stock": top["ours_over_stock"],
-            "ours_over_plain": top["ours_over_plain"],
             "ours_over_before": top["ours_over_before"],
             "before_over_duckdb": top["before_over_duckdb"],
             "repeats": args.repeats,
