@@ -219,7 +219,8 @@ def with_offline_store(repo: FeatureRepoConfig, offline_type: str) -> FeatureRep
     copy = Path(repo.repo_dir).with_name(name)
     shutil.copytree(repo.repo_dir, copy, ignore=shutil.ignore_patterns("__pycache__"))
     yaml_path = copy / "feature_store.yaml"
-    yaml_path.write_text(yaml_path.read_text().replace(f"type: {STORE_TYPE}", f"type: {offline_type}"))
+    text = yaml_path.read_text()
+    yaml_path.write_text(text.replace(f"type: {STORE_TYPE}", f"type: {offline_type}"))
     variant = FeatureRepoConfig(repo_dir=copy, data_root=repo.data_root)
     assert open_store(variant).config.offline_store.type == offline_type
     return variant
@@ -338,9 +339,8 @@ def main() -> None:
 
         by_rows: dict[int, dict] = {}
         for n in sizes:
-            by_rows[n] = measure(
-                repo, store, stock_repo, stock, data, candidate_rows(n, *shape, seed=n), args.repeats
-            )
+            cands = candidate_rows(n, *shape, seed=n)
+            by_rows[n] = measure(repo, store, stock_repo, stock, data, cands, args.repeats)
             log(f"refresh, {n} rows: {by_rows[n]}")
         n_top = max(sizes)
         training = candidate_rows(n_top, *shape, seed=n_top, per_row_times=True)

@@ -108,7 +108,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         plan = _plan(feature_views, feature_refs, entity_df, full_feature_names)
         if plan is None or kwargs or (
             filter_by_created_timestamp
-            and any(v.batch_source.created_timestamp_column for v in feature_views)
+            and any(source.created_timestamp_column for _, source, _ in plan[1])
         ):
             return DuckDBOfflineStore.get_historical_features(
                 config=config,
@@ -121,13 +121,18 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
                 filter_by_created_timestamp=filter_by_created_timestamp,
                 **kwargs,
             )
+        assert isinstance(entity_df, pd.DataFrame)  # _plan answers None otherwise
         event_timestamp_col, views = plan
         repo_path = str(config.repo_path)
-        joins, backend = [], None
-        for view, refs in views:
-            table = _read_data_source(view.batch_source, repo_path)
-            backend = ibis.get_backend(table)
-            joins.append(_view_join(view, refs, table, full_feature_names))
+        tables = [_read_data_source(source, repo_path) for _, source, _ in views]
+        backends = {id(ibis.get_backend(table)): ibis.get_backend(table) for table in tables}
+        if len(backends) != 1:  # Feast reads every file source on ibis's default DuckDB
+            raise RuntimeError(f"feature sources on {len(backends)} DuckDB connections")
+        (backend,) = backends.values()
+        joins = [
+            _view_join(view, source, refs, table, full_feature_names)
+            for (view, source, refs), table in zip(views, tables, strict=True)
+        ]
         entity = pa.Table.from_pandas(entity_df, preserve_index=False)
         times = entity[event_timestamp_col]
         return AsofRetrievalJob(
@@ -151,8 +156,9 @@ def _plan(
     feature_refs: list[str],
     entity_df: pd.DataFrame | str,
     full_feature_names: bool,
-) -> tuple[str, list[tuple[FeatureView, list[str]]]] | None:
-    """(entity time column, [(view, its features)]) if the ASOF join can answer, else None."""
+) -> tuple[str, list[tuple[FeatureView, FileSource, list[str]]]] | None:
+    """(entity time column, [(view, its source, its features)]) if the ASOF join can
+    answer, else None."""
     if not isinstance(entity_df, pd.DataFrame) or not feature_views:
         return None
     schema = dict(zip(entity_df.columns, entity_df.dtypes, strict=True))
@@ -162,7 +168,7 @@ def _plan(
         return None
     if not pd.api.types.is_datetime64_any_dtype(schema[event_timestamp_col]):
         return None
-    views: list[tuple[FeatureView, list[str]]] = []
+    views: list[tuple[FeatureView, FileSource, list[str]]] = []
     outputs: set[str] = set(entity_df.columns)
     planned_refs = 0
     for view in feature_views:
@@ -173,6 +179,7 @@ def _plan(
         )
         if type(source) is not FileSource or not parquet or source.field_mapping:
             return None
+        assert isinstance(source, FileSource)
         if not isinstance(view, FeatureView) or len(view.entity_columns) != 1:
             return None
         if _entity_key(view) not in entity_df.columns:
@@ -184,7 +191,7 @@ def _plan(
             if name in outputs:  # a collision Feast's join would resolve its own way
                 return None
             outputs.add(name)
-        views.append((view, refs))
+        views.append((view, source, refs))
     if planned_refs != len(feature_refs):  # on-demand views or refs of no view
         return None
     return event_timestamp_col, views
@@ -207,8 +214,9 @@ def _output_names(view: FeatureView, refs: list[str], full_feature_names: bool) 
     return [f"{prefix}__{name}" for name in refs]
 
 
-def _view_join(view: FeatureView, refs: list[str], table, full_feature_names: bool) -> _ViewJoin:
-    source = view.batch_source
+def _view_join(
+    view: FeatureView, source: FileSource, refs: list[str], table, full_feature_names: bool
+) -> _ViewJoin:
     return _ViewJoin(
         source_sql=ibis.to_sql(table, dialect="duckdb"),
         source_key=_source_key(view),
