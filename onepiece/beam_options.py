@@ -63,8 +63,16 @@ def pipeline_options(
     runner: str = "FnApiRunner",
     workers: int = 2,
     extra: Sequence[str] = (),
+    in_process: bool = False,
 ) -> PipelineOptions:
     """PipelineOptions for ``runner``; local runners run ``workers`` worker processes.
+
+    With ``in_process`` and one worker, a local runner runs that worker inside this
+    process instead (Beam's ``in_memory`` running mode: the SDK worker is called
+    directly, its data plane is a list in memory, no gRPC and no subprocess), so the
+    job pays no worker start-up and no second import of what the driver has imported
+    already (Feast, for the contexts job). With more workers it is ignored (processes
+    are the point then); other runners ignore it too.
 
     ``extra`` is passed through unchanged (and wins over the defaults), so any runner's
     own flags (``--flink_master``, ``--project``, ...) reach it.
@@ -76,13 +84,14 @@ def pipeline_options(
     flags = [f"--runner={runner}"]
     if runner in LOCAL_RUNNERS:
         guard_local_data_plane()  # read when the runner starts its data server
-        flags += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+        mode = "in_memory" if in_process and workers == 1 else "multi_processing"
+        flags += [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
     return PipelineOptions(flags + list(extra))
 
 
 @contextlib.contextmanager
 def pipeline_session(
-    runner: str = "FnApiRunner", workers: int = 2, extra: Sequence[str] = ()
+    runner: str = "FnApiRunner", workers: int = 2, extra: Sequence[str] = (), in_process: bool = False
 ) -> Iterator[PipelineOptions]:
     """PipelineOptions for one run, with what the runner needs around it.
 
@@ -90,7 +99,7 @@ def pipeline_session(
     else an embedded LocalCluster of ``workers`` processes, closed after the run.
     """
     if runner not in DASK_RUNNERS:
-        yield pipeline_options(runner, workers, extra)
+        yield pipeline_options(runner, workers, extra, in_process)
         return
     if any(flag.startswith("--dask_client_address") for flag in extra):
         yield pipeline_options(runner, workers, extra)

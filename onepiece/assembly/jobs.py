@@ -61,6 +61,8 @@ class BeamSettings:
     runner: str = "FnApiRunner"
     workers: int = 2
     extra: tuple[str, ...] = field(default_factory=tuple)
+    # One local worker inside the job's process (onepiece.beam_options.pipeline_options).
+    in_process: bool = False
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -214,7 +216,7 @@ def _run(
         json.dumps([settings, inputs], sort_keys=True).encode()
     ).hexdigest()[:16]
     with storage.staged_dir(out) as staging, pipeline_session(
-        beam_settings.runner, beam_settings.workers, beam_settings.extra
+        beam_settings.runner, beam_settings.workers, beam_settings.extra, beam_settings.in_process
     ) as options:
         # The run summary (counts, rejections) is written where the workers write the
         # output (a remote runner's workers cannot reach a local temp dir); removed

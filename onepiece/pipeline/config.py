@@ -24,6 +24,9 @@ ONEPIECE_SCORE_WORKERS          local Beam worker processes of the scoring job (
                                 with the served instances, e.g. for a remote fleet)
 ONEPIECE_CONTEXTS_WORKERS       local Beam worker processes of the refresh's contexts job
                                 (default 1: its time is start-up, mostly Feast's import)
+ONEPIECE_CONTEXTS_IN_PROCESS    true (default): with one contexts worker, run it inside
+                                the task's process (no worker start-up, no second Feast
+                                import); false: a worker process (local runners only)
 ONEPIECE_BEAM_ARGS              extra Beam flags, shell-quoted (--flink_master=..., ...)
 ONEPIECE_REFRESH_WINDOW_MINUTES scoring window after the logical date (default 60)
 ONEPIECE_REFRESH_MERGE_RETRIEVAL true: the refresh scores the upstream candidates merged
@@ -109,6 +112,9 @@ class BeamConfig:
     # side features imports Feast, about 6 s), not per candidate; a second worker adds
     # its own start-up (about 2 CPU s at 250k candidates) for little work (docs/results.md).
     contexts_workers: int = 1
+    # With one contexts worker, run it inside the task's process (Beam's in_memory mode):
+    # no worker start-up, and Feast is imported once, by the driver (docs/results.md).
+    contexts_in_process: bool = True
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.score_workers < 1 or self.contexts_workers < 1:
@@ -125,6 +131,10 @@ class BeamConfig:
             ),
             contexts_workers=_int(
                 _pick(params, "contexts_workers", env, "ONEPIECE_CONTEXTS_WORKERS"), 1, "contexts_workers"
+            ),
+            contexts_in_process=_bool(
+                _pick(params, "contexts_in_process", env, "ONEPIECE_CONTEXTS_IN_PROCESS") or "true",
+                "contexts_in_process",
             ),
         )
 

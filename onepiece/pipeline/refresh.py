@@ -321,7 +321,8 @@ def build_contexts(config: RefreshConfig, start: dt.datetime, out: Path, feature
 
     start, end = _window(config, start)
     source = FeastSideSource(data_root=config.data, repo_dir=config.feature_repo, feature_service=feature_service)
-    beam = BeamSettings(config.beam.runner, config.beam.contexts_workers, config.beam.args)
+    beam = BeamSettings(config.beam.runner, config.beam.contexts_workers, config.beam.args,
+                        in_process=config.beam.contexts_in_process)
     return run_contexts(config.data, start, end, out, AssemblyConfig(), source, beam, candidates_root)
 
 

@@ -73,6 +73,28 @@ def test_output_is_byte_identical_across_worker_counts_and_reruns(tiny_world, tm
     assert leftovers(two) == []
 
 
+def test_one_worker_in_process_writes_the_same_bytes_as_a_worker_process(tiny_world, tmp_path):
+    """The refresh's default (BeamConfig.contexts_in_process): Beam's in_memory mode runs
+    the worker in this process, with the same bundles, so the same shards and manifest."""
+    start, end = midnight(LIVE_DAY), midnight(LIVE_DAY) + dt.timedelta(hours=12)
+    source = snapshot_source(tiny_world)
+
+    def files(out):
+        return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
+
+    manifests = {}
+    for in_process in (False, True):
+        out = tmp_path / f"in_process_{in_process}"
+        manifests[in_process] = run_contexts(str(tiny_world), start, end, out, side_source=source,
+                                             beam_settings=BeamSettings(workers=1, in_process=in_process))
+        assert leftovers(out) == []
+    assert len(files(tmp_path / "in_process_True")) == 4
+    assert files(tmp_path / "in_process_True") == files(tmp_path / "in_process_False")
+    timeless = [{k: v for k, v in m.items() if k not in ("created_at", "wall_time_s")}
+                for m in manifests.values()]
+    assert timeless[0] == timeless[1]
+
+
 def test_nothing_at_or_after_T_reaches_a_mid_day_run(world_copy, tmp_path):
     """A run at T = day 3, 12:00 reads day 3's events; those at or after T are cut and
     counted, and feature rows stamped at T (injected here) are not visible."""

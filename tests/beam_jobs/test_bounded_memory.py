@@ -63,10 +63,13 @@ def run_measured(args: list[str], log: Path) -> tuple[TreePeak, int]:
     return peak, code
 
 
-@pytest.mark.parametrize("job", ["training", "contexts"])
+@pytest.mark.parametrize("job", ["training", "contexts", "contexts-in-process"])
 def test_a_crawler_log_builds_under_the_memory_limit(crawler_world, tmp_path, job):
     out = tmp_path / job
-    if job == "training":
+    if job == "contexts-in-process":  # the refresh's default: its one worker in the job's process
+        args = ["contexts", str(crawler_world), str(out), midnight(LIVE_DAY).isoformat(),
+                midnight(LIVE_DAY + dt.timedelta(days=1)).isoformat(), "--in-process"]
+    elif job == "training":
         args = [job, str(crawler_world), str(out), str(LIVE_DAY - dt.timedelta(days=3)),
                 str(LIVE_DAY - dt.timedelta(days=1))]
     else:

@@ -17,6 +17,20 @@ def test_default_is_the_portable_local_runner_with_worker_processes():
     assert direct.direct_num_workers == 2
 
 
+def test_one_worker_in_process_runs_in_the_drivers_process_and_only_locally():
+    direct = pipeline_options(workers=1, in_process=True).view_as(DirectOptions)
+    assert (direct.direct_running_mode, direct.direct_num_workers) == ("in_memory", 1)
+    # Several workers stay processes; the switch is a local runner's only.
+    assert pipeline_options(workers=2, in_process=True).view_as(DirectOptions).direct_running_mode == "multi_processing"
+    assert pipeline_options(workers=1).view_as(DirectOptions).direct_running_mode == "multi_processing"
+    flink = pipeline_options("FlinkRunner", workers=1, extra=["--flink_master=host:8081"], in_process=True)
+    assert flink.view_as(StandardOptions).runner == "FlinkRunner"
+    assert not {"direct_running_mode", "direct_num_workers"} & set(flink.get_all_options(drop_default=True))
+    assert flink.get_all_options()["flink_master"] == "host:8081"
+    with pipeline_session("FnApiRunner", 1, in_process=True) as options:
+        assert options.view_as(DirectOptions).direct_running_mode == "in_memory"
+
+
 def test_other_runners_get_only_their_own_flags():
     options = pipeline_options("FlinkRunner", extra=["--flink_master=host:8081"])
     assert options.view_as(StandardOptions).runner == "FlinkRunner"

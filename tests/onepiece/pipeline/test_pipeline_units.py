@@ -34,6 +34,15 @@ def test_params_win_over_environment_which_wins_over_defaults(tmp_path):
     assert config.beam.contexts_workers == 2
     config = RefreshConfig.from_params({}, env | {"ONEPIECE_CONTEXTS_WORKERS": "3"})
     assert config.beam.contexts_workers == 3
+    assert config.beam.contexts_in_process  # default: the one contexts worker in the task's process
+    config = RefreshConfig.from_params({}, env | {"ONEPIECE_CONTEXTS_IN_PROCESS": "false"})
+    assert not config.beam.contexts_in_process
+    config = RefreshConfig.from_params(
+        {"contexts_in_process": "true"}, env | {"ONEPIECE_CONTEXTS_IN_PROCESS": "no"}
+    )
+    assert config.beam.contexts_in_process
+    with pytest.raises(UserError, match="contexts_in_process"):
+        RefreshConfig.from_params({}, env | {"ONEPIECE_CONTEXTS_IN_PROCESS": "maybe"})
     assert config.serving.model_repo == str(PROJECT_MODEL_REPO)
 
     config = RefreshConfig.from_params(
