@@ -17,19 +17,16 @@ pytestmark = pytest.mark.slow
 TIMES = ("created_at", "wall_time_s")
 
 
-@pytest.mark.parametrize("in_process", [False, True], ids=["worker_process", "in_process"])
-def test_one_and_two_workers_publish_the_same_bytes(tmp_path, ranker_server, in_process):
+def test_one_and_two_workers_publish_the_same_bytes(tmp_path, ranker_server):
     # Three shards of uneven size, several chunks each: with two workers the shards and
-    # chunks arrive in another order than with one. With ``in_process`` the one worker
-    # runs in the job's process (ScoreJobConfig.in_process, Beam's in_memory mode).
+    # chunks arrive in another order than with one.
     shards = [synthetic_contexts(n, seed=s, max_cands=11) for n, s in ((90, 31), (40, 32), (70, 33))]
     published = {}
     for workers in (2, 1):
         data = tmp_path / f"w{workers}"
         write_context_run(data, shards)
         # max_in_flight 1 with the fixture's preferred batch of 32: chunks of 32 sequences.
-        run_scoring(job_config(data, (ranker_server.grpc_url,), model_version=1, workers=workers, max_in_flight=1,
-                               in_process=in_process and workers == 1))
+        run_scoring(job_config(data, (ranker_server.grpc_url,), model_version=1, workers=workers, max_in_flight=1))
         published[workers] = partition_files(data)
 
     one, two = published[1], published[2]
