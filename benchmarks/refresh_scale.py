@@ -2,7 +2,6 @@
 
     .venv/bin/python benchmarks/refresh_scale.py [--candidates 250000,500000,1000000]
         [--per-request 200] [--users 2000] [--workers 1] [--no-in-process] [--score-workers 1]
-        [--score-in-process]
         [--runner FnApiRunner]
         [--cache .cache/benchmarks/refresh_scale]
 
@@ -168,8 +167,6 @@ def main() -> None:
     parser.add_argument("--score-workers", type=int, default=1, help="local Beam workers of the scoring job")
     parser.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=True,
                         help="with one contexts worker, run it in the job's process (BeamConfig.contexts_in_process)")
-    parser.add_argument("--score-in-process", action=argparse.BooleanOptionalAction, default=False,
-                        help="with one scoring worker, run it in the job's process (BeamConfig.score_in_process)")
     parser.add_argument("--runner", default="FnApiRunner")
     parser.add_argument("--cache", default=".cache/benchmarks/refresh_scale")
     parser.add_argument("--no-model", action="store_true", help="skip the in-process model rate")
@@ -202,7 +199,7 @@ def main() -> None:
             data=str(data), serving=ServingConfig(model_repo=str(repo)),
             window=dt.timedelta(minutes=minutes),
             beam=BeamConfig(args.runner, score_workers=args.score_workers, contexts_workers=args.workers,
-                            contexts_in_process=args.in_process, score_in_process=args.score_in_process),
+                            contexts_in_process=args.in_process),
             # A fresh model's scores are what they are; the guard's work is still done.
             guard=GuardConfig(force=True),
         )
@@ -250,8 +247,7 @@ def main() -> None:
         figures["time_ratio_2x_by_stage"] = by_stage
         figures["time_ratio_2x"] = max(by_stage.values())
     figures |= {"runner": args.runner, "workers": args.workers, "score_workers": args.score_workers,
-                "in_process": args.in_process,
-                "score_in_process": args.score_in_process, "per_request": args.per_request,
+                "in_process": args.in_process, "per_request": args.per_request,
                 "users": args.users, "cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)}
     print(json.dumps(figures, sort_keys=True))
 

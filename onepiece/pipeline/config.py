@@ -115,7 +115,6 @@ class BeamConfig:
     # With one contexts worker, run it inside the task's process (Beam's in_memory mode):
     # no worker start-up, and Feast is imported once, by the driver (docs/results.md).
     contexts_in_process: bool = True
-    score_in_process: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.score_workers < 1 or self.contexts_workers < 1:
@@ -136,9 +135,6 @@ class BeamConfig:
             contexts_in_process=_bool(
                 _pick(params, "contexts_in_process", env, "ONEPIECE_CONTEXTS_IN_PROCESS") or "true",
                 "contexts_in_process",
-            ),
-            score_in_process=_bool(
-                _pick(params, "score_in_process", env, "ONEPIECE_SCORE_IN_PROCESS"), "score_in_process"
             ),
         )
 

@@ -348,7 +348,6 @@ def score(config: RefreshConfig, start: dt.datetime, model: dict[str, Any]) -> d
         runner=config.beam.runner,
         workers=config.beam.score_workers,
         beam_args=config.beam.args,
-        in_process=config.beam.score_in_process,
     )
     manifest = score_window(job, config.serving.model_repo)
     merge = record_sources(config, start)

@@ -81,8 +81,6 @@ class ScoreJobConfig:
     # in flight); more pay off with more served instances (BeamConfig.score_workers).
     workers: int = 1
     beam_args: tuple[str, ...] = ()
-    # With one local worker, run it inside this process (onepiece.beam_options).
-    in_process: bool = False
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
@@ -172,7 +170,7 @@ def run_scoring(config: ScoreJobConfig) -> dict[str, Any]:
     max_sequences = served.preferred_batch_size * config.max_in_flight
     group_size = served.model_config.group_size
     with storage.staged_dir(final) as staging, pipeline_session(
-        config.runner, config.workers, config.beam_args, config.in_process
+        config.runner, config.workers, config.beam_args
     ) as options:
         summary_path = staging / SUMMARY_NAME  # counts and dead letters (removed below)
         with beam.Pipeline(options=options) as p:
