@@ -6,8 +6,9 @@ The limit, 4 GB, is the issue's target for any stage's process-tree peak. On the
 tiny world the runner and its two SDK workers peak at about 0.85 GB; this log holds nine
 times the requests and events, and the bounded jobs add copies linear in them (the
 runner's shuffle, the worker holding the crawler's shard): 2.9-3.2 GB for training and
-1.3-1.4 GB for contexts. Joining each request to all of its user's (or query's) events, as
-before issue 22, took 8.6 GB and 4.6 GB on this log (docs/results.md). The sampler
+1.3-1.4 GB for contexts (0.55 GB with the refresh's default, its one worker in the job's
+process: BeamSettings.in_process). Joining each request to all of its user's (or
+query's) events, as before issue 22, took 8.6 GB and 4.6 GB on this log (docs/results.md). The sampler
 kills the tree at the limit, so a regression fails fast instead of taking the machine's
 memory; ONEPIECE_MEMORY_CEILING_GB raises that ceiling (not the limit) to measure how
 far an unbounded version goes.
