@@ -174,7 +174,11 @@ MODEL_SIZES: dict[str, Any] = dict(
 #: sales beside them in the adapter's input). The default stays 0.02 because on the tiny
 #: world N(0, 1) lost ~0.05 click AUC (the model memorises ids; see ModelConfig).
 EMBEDDING_SCALE: dict[str, Any] = dict(id_embedding_std=1.0, side_embedding_std=1.0)
-MODEL_OVERRIDES: dict[str, Any] = MODEL_SIZES | EMBEDDING_SCALE
+#: Without the context-match statistics (``ModelConfig.context_match_features``), which
+#: the ranking rows read by default: they count the candidate's IH and PA matches, so the
+#: rules would be read off an input. The check is that attention learns the match.
+NO_SHORTCUT: dict[str, Any] = dict(context_match_features=False)
+MODEL_OVERRIDES: dict[str, Any] = MODEL_SIZES | EMBEDDING_SCALE | NO_SHORTCUT
 #: Patience 6: the click AUC sits at ~0.5 for the first 2-8 epochs before it climbs;
 #: 40 epochs: ReaRec on the category rule was still climbing at 30 (0.957, 0.954).
 TRAIN_CONFIG = TrainConfig(epochs=40, batch_size=32, lr=2e-3, patience=6, threads=1)
