@@ -197,6 +197,8 @@ class ModelConfig:
     #: default world it was within noise for DLRM and onePiece (one seed each, -0.001 and
     #: +0.005 click AUC), and it slowed ReaRec on the learnability check's category rule
     #: to 0.949 (0.966 without), just under the check's 0.95.
+    #: The ranking rows turn it on (``variants.RANKING_DEFAULTS``, issue 17 session 13),
+    #: as they do ``context_match_features``, ``wide_numerics`` and ``id_min_count=20``.
     candidate_set_features: bool = False
     #: Candidates also read their context-match statistics (ours; ``matches``: per item,
     #: shop and category the count, share, recency-weighted count and purchase intent of
