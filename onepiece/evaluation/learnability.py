@@ -51,6 +51,7 @@ import numpy as np
 import pyarrow as pa
 
 from onepiece.contract.schemas import EVENT_TYPE_CODE, IH_EVENT_TYPES, PA_GROUP_CODE, TRAINING_SCHEMA
+from onepiece.model.variants import EARLIER_INPUTS
 from onepiece.training.config import TrainConfig
 
 RULES = ("ih_category", "pa_clicked")
@@ -174,7 +175,13 @@ MODEL_SIZES: dict[str, Any] = dict(
 #: sales beside them in the adapter's input). The default stays 0.02 because on the tiny
 #: world N(0, 1) lost ~0.05 click AUC (the model memorises ids; see ModelConfig).
 EMBEDDING_SCALE: dict[str, Any] = dict(id_embedding_std=1.0, side_embedding_std=1.0)
-MODEL_OVERRIDES: dict[str, Any] = MODEL_SIZES | EMBEDDING_SCALE
+#: The inputs as they were before the ranking rows' defaults grew (``variants.
+#: EARLIER_INPUTS``): no context-match statistics (they count the candidate's IH and PA
+#: matches, so the rules would be read off an input), no id admission (the PA rule needs
+#: every item id) and no candidate-set numerics. The check is that attention learns the
+#: match from the ids in the context.
+ATTENTION_ONLY: dict[str, Any] = dict(EARLIER_INPUTS)
+MODEL_OVERRIDES: dict[str, Any] = MODEL_SIZES | EMBEDDING_SCALE | ATTENTION_ONLY
 #: Patience 6: the click AUC sits at ~0.5 for the first 2-8 epochs before it climbs;
 #: 40 epochs: ReaRec on the category rule was still climbing at 30 (0.957, 0.954).
 TRAIN_CONFIG = TrainConfig(epochs=40, batch_size=32, lr=2e-3, patience=6, threads=1)

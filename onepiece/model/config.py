@@ -36,6 +36,7 @@ BEFORE_FIELD: dict[str, Any] = {
     "id_dropout": 0.0,
     "id_min_count": 0,
     "wide_numerics": False,
+    "context_match_features": False,
 }
 
 
@@ -196,7 +197,14 @@ class ModelConfig:
     #: default world it was within noise for DLRM and onePiece (one seed each, -0.001 and
     #: +0.005 click AUC), and it slowed ReaRec on the learnability check's category rule
     #: to 0.949 (0.966 without), just under the check's 0.95.
+    #: The ranking rows turn it on (``variants.RANKING_DEFAULTS``, issue 17 session 13),
+    #: as they do ``context_match_features``, ``wide_numerics`` and ``id_min_count=20``.
     candidate_set_features: bool = False
+    #: Candidates also read their context-match statistics (ours; ``matches``: per item,
+    #: shop and category the count, share, recency-weighted count and purchase intent of
+    #: the IH events with the same id, and PA membership per group), computed in the model
+    #: from the input tensors, through their own adapter (and the wide term when on).
+    context_match_features: bool = False
 
     # --- output calibration ------------------------------------------------------------
     #: Platt scaling per task head, task -> {"scale": a, "bias": b}: ``score()`` returns

@@ -23,6 +23,7 @@ from torch import nn
 from onepiece.model.config import ModelConfig
 from onepiece.model.heads import MultiTaskMLP
 from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_QUERY_NUM, N_USER_CAT, ModelInputs
+from onepiece.model.matches import N_MATCH
 from onepiece.model.sequence import ContextEncoder
 
 
@@ -88,7 +89,8 @@ class DLRMCore(nn.Module):
         self.embedding_maps = nn.ModuleList(nn.Linear(w, d, bias=False) for w in widths)
         # the candidate's statistics (and candidate-set numerics when the model reads them) and the query's
         self.n_cand_dense = N_ITEM_NUM + (N_CAND_SET if config.candidate_set_features else 0)
-        n_dense = self.n_cand_dense + N_QUERY_NUM
+        # the candidate's context-match statistics are dense features too (when read)
+        n_dense = self.n_cand_dense + N_QUERY_NUM + (N_MATCH if config.context_match_features else 0)
         self.bottom = nn.Sequential(nn.Linear(n_dense, 2 * d), nn.ReLU(), nn.Linear(2 * d, d)) if side else None
         self.din_ih = DINAttention(d)
         self.din_pa = DINAttention(d) if config.use_pa else None
@@ -96,11 +98,14 @@ class DLRMCore(nn.Module):
         n_pairs = n_vectors * (n_vectors - 1) // 2
         self.tasks = MultiTaskMLP(n_pairs + (d if side else 0), 2 * d)
 
-    def forward(self, encoder: ContextEncoder, x: ModelInputs) -> dict[str, torch.Tensor]:
-        features = self._dot(encoder, x) if self.dot else self._concat(encoder, x)
+    def forward(
+        self, encoder: ContextEncoder, x: ModelInputs, matches: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``matches``: the candidates' ``encoder.match_stats(x)`` (None when not read)."""
+        features = self._dot(encoder, x, matches) if self.dot else self._concat(encoder, x, matches)
         return {task: s[..., None] for task, s in self.tasks(features).items()}  # (B, C, 1)
 
-    def _dot(self, encoder: ContextEncoder, x: ModelInputs) -> torch.Tensor:
+    def _dot(self, encoder: ContextEncoder, x: ModelInputs, matches: torch.Tensor | None) -> torch.Tensor:
         """The top MLP's input (B, C, [d +] F(F-1)/2)."""
         side = self.config.use_side_info
         b, c = x.cand_item_cat.shape[:2]
@@ -121,19 +126,20 @@ class DLRMCore(nn.Module):
         dense = None
         if self.bottom is not None:
             cand_dense = x.cand_item_num[..., : self.n_cand_dense]
-            numeric = torch.cat([cand_dense, x.query_num[:, None].expand(b, c, N_QUERY_NUM)], dim=-1)
+            numeric = torch.cat([cand_dense, x.query_num[:, None].expand(b, c, N_QUERY_NUM)]
+                                + ([] if matches is None else [matches.to(cand_dense.dtype)]), dim=-1)
             dense = self.bottom(numeric.to(vectors[0].dtype))  # (B, C, d)
             vectors.insert(0, dense)
-        cands = encoder.candidates(x.cand_item_cat, x.cand_item_num)  # (B, C, d) the DIN target
+        cands = encoder.candidates(x.cand_item_cat, x.cand_item_num, matches)  # (B, C, d) the DIN target
         vectors.append(self.din_ih(cands, *encoder.history(x)))
         if self.din_pa is not None:
             vectors.append(self.din_pa(cands, *encoder.anchors(x)))
         pairs = dot_interactions(torch.stack(vectors, dim=2))  # (B, C, F(F-1)/2)
         return pairs if dense is None else torch.cat([dense, pairs], dim=-1)
 
-    def _concat(self, encoder: ContextEncoder, x: ModelInputs) -> torch.Tensor:
+    def _concat(self, encoder: ContextEncoder, x: ModelInputs, matches: torch.Tensor | None) -> torch.Tensor:
         scale = self.config.d_model**-0.5
-        cands = encoder.candidates(x.cand_item_cat, x.cand_item_num)  # (B, C, d)
+        cands = encoder.candidates(x.cand_item_cat, x.cand_item_num, matches)  # (B, C, d)
         sd = encoder.situation(x)  # (B, 2, d)
         parts = [sd[:, 0:1].expand_as(cands), sd[:, 1:2].expand_as(cands), cands]
         ih, ih_valid = encoder.history(x)

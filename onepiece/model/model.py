@@ -33,6 +33,7 @@ from onepiece.model.config import ModelConfig
 from onepiece.model.dlrm import DLRMCore
 from onepiece.model.heads import BlockRankingHead, RetrievalHead, UserStateHead, WideTerm
 from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_QUERY_NUM, ModelInputs
+from onepiece.model.matches import N_MATCH
 from onepiece.model.masks import SEG_SD, Roles
 from onepiece.model.reasoning import BlockSpec, Reasoner
 from onepiece.model.sequence import N_SD, Context, ContextEncoder
@@ -63,7 +64,8 @@ class OnePiece(nn.Module):
         self.config = config
         self.encoder = ContextEncoder(config)
         self.n_wide_cand = N_ITEM_NUM + (N_CAND_SET if config.candidate_set_features else 0)
-        self.wide = WideTerm(self.n_wide_cand + N_QUERY_NUM) if config.wide_numerics else None
+        n_matches = N_MATCH if config.context_match_features else 0
+        self.wide = WideTerm(self.n_wide_cand + N_QUERY_NUM + n_matches) if config.wide_numerics else None
         if config.backbone == "dlrm":
             self.dlrm = DLRMCore(config)
             return
@@ -110,13 +112,14 @@ class OnePiece(nn.Module):
         )
         assert x.group_context is not None
         group_context = x.group_context[groups]
-        tokens, cand_valid = self.encoder.candidate_tokens(cands)
+        matches = self.encoder.match_stats(x, cands.cand_item_cat, cands.cand_item_num, group_context)
+        tokens, cand_valid = self.encoder.candidate_tokens(cands, matches)
         blocks = self.reasoner.forward_groups(shared.cache, shared.roles, group_context, tokens, cand_valid)
         sd = None if shared.sd is None else shared.sd.index_select(0, group_context)
         assert isinstance(self.head, BlockRankingHead)
         logits = self.head(blocks, sd) if task_steps is None else self.head.at_steps(blocks, task_steps, sd)
-        return ModelOutput(self._add_wide(logits, cands.cand_item_num, x.query_num.index_select(0, group_context)),
-                           cand_valid)
+        query_num = x.query_num.index_select(0, group_context)
+        return ModelOutput(self._add_wide(logits, cands.cand_item_num, query_num, matches), cand_valid)
 
     def forward(
         self, x: ModelInputs, *, cached: bool = True, task_steps: dict[str, int] | None = None
@@ -141,7 +144,7 @@ class OnePiece(nn.Module):
             blocks = self.reasoner(ctx.tokens, ctx.roles, self._block(ctx), cached=cached)
             assert isinstance(self.head, BlockRankingHead)
             logits = self.head.at_steps(blocks, task_steps, self._sd_tokens(ctx))
-            return ModelOutput(self._add_wide(logits, x.cand_item_num, x.query_num), ctx.cand_valid)
+            return ModelOutput(self._add_wide(logits, x.cand_item_num, x.query_num, ctx.cand_matches), ctx.cand_valid)
         out = self._forward(x, cached)
         out.logits = {task: out.logits[task][..., step] for task, step in task_steps.items()}
         return out
@@ -160,12 +163,14 @@ class OnePiece(nn.Module):
     def _forward(self, x: ModelInputs, cached: bool) -> ModelOutput:
         if self.config.backbone == "dlrm":
             cand_valid = torch.arange(x.cand_item_cat.shape[1], device=x.cand_len.device)[None] < x.cand_len
-            return ModelOutput(self._add_wide(self.dlrm(self.encoder, x), x.cand_item_num, x.query_num), cand_valid)
+            matches = self.encoder.match_stats(x)
+            logits = self.dlrm(self.encoder, x, matches)
+            return ModelOutput(self._add_wide(logits, x.cand_item_num, x.query_num, matches), cand_valid)
         ctx = self.encoder(x, with_candidates=self.candidates_in_sequence)
         blocks = self.reasoner(ctx.tokens, ctx.roles, self._block(ctx), cached=cached)
         if self.candidates_in_sequence:
             logits = self.head(blocks, self._sd_tokens(ctx))  # blocks (B, C, S, d)
-            return ModelOutput(self._add_wide(logits, x.cand_item_num, x.query_num), ctx.cand_valid)
+            return ModelOutput(self._add_wide(logits, x.cand_item_num, x.query_num, ctx.cand_matches), ctx.cand_valid)
         if isinstance(self.head, RetrievalHead) and self.config.reasoning == "block":
             user = self.head.user_vectors(blocks)  # (B, S, d)
             items = self.encoder.items(x.cand_item_cat, x.cand_item_num)  # (B, C, d)
@@ -174,18 +179,25 @@ class OnePiece(nn.Module):
         if self.config.mode == "retrieval":
             items = self.encoder.items(x.cand_item_cat, x.cand_item_num)
             return ModelOutput(self.head(user, items), ctx.cand_valid, user, items)
-        cands = self.encoder.candidates(x.cand_item_cat, x.cand_item_num)
-        return ModelOutput(self._add_wide(self.head(user, cands), x.cand_item_num, x.query_num), ctx.cand_valid)
+        matches = self.encoder.match_stats(x)
+        cands = self.encoder.candidates(x.cand_item_cat, x.cand_item_num, matches)
+        return ModelOutput(self._add_wide(self.head(user, cands), x.cand_item_num, x.query_num, matches), ctx.cand_valid)
 
     def _add_wide(
-        self, logits: dict[str, torch.Tensor], cand_num: torch.Tensor, query_num: torch.Tensor
+        self,
+        logits: dict[str, torch.Tensor],
+        cand_num: torch.Tensor,
+        query_num: torch.Tensor,
+        matches: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Ranking logits plus the wide term (``ModelConfig.wide_numerics``) over each
-        candidate's numerics (B, C, n) and its query's (B, N_QUERY_NUM)."""
+        candidate's numerics (B, C, n), its query's (B, N_QUERY_NUM) and, when the model
+        reads them, its context-match statistics (B, C, N_MATCH)."""
         if self.wide is None:
             return logits
         cand = cand_num[..., : self.n_wide_cand]
-        numerics = torch.cat([cand, query_num[:, None].expand(*cand.shape[:2], query_num.shape[-1])], dim=-1)
+        parts = [cand, query_num[:, None].expand(*cand.shape[:2], query_num.shape[-1])]
+        numerics = torch.cat(parts + ([] if matches is None else [matches.to(cand.dtype)]), dim=-1)
         return self.wide(logits, numerics)
 
     def _resample_id_dropout(self) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 from onepiece.contract.schemas import EVENT_TYPES
 from onepiece.model.config import ModelConfig
 from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_PA_GROUPS, ModelInputs
+from onepiece.model.matches import N_MATCH, context_matches
 from onepiece.model.masks import N_SEGMENTS, SEG_CAND, SEG_IH, SEG_PA, SEG_SD, Roles
 from onepiece.model.tokens import ItemEmbeddings, QueryAdapter, UserAdapter, adapter_mlp, structural_embedding
 
@@ -35,6 +36,8 @@ class Context:
     tokens: torch.Tensor  # (B, N, d)
     roles: Roles  # each (B, N)
     cand_valid: torch.Tensor  # (B, C) bool
+    #: (B, C, N_MATCH) context-match statistics of the candidates (``context_match_features``)
+    cand_matches: torch.Tensor | None = None
 
 
 def _length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -57,6 +60,8 @@ class ContextEncoder(nn.Module):
         # candidate token through their own adapter, so an IH/PA token and the same item as
         # a candidate still share the item adapter's vector
         self.cand_set = adapter_mlp(N_CAND_SET, d) if config.candidate_set_features else None
+        # the candidate's match statistics against its context join its token the same way
+        self.match_adapter = adapter_mlp(N_MATCH, d) if config.context_match_features else None
         self.user_adapter = UserAdapter(config)
         self.query_adapter = QueryAdapter(config)
         std = config.structural_embedding_std
@@ -73,11 +78,36 @@ class ContextEncoder(nn.Module):
         ``num`` may carry the candidate-set numerics after the item statistics: ignored."""
         return self.item_adapter(self.item_embeddings(cat, num[..., :N_ITEM_NUM]))
 
-    def candidates(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
-        """Candidate tokens: (B, C, 3) ids and (B, C, N_ITEM_NUM + N_CAND_SET) -> (B, C, d)."""
+    def candidates(self, cat: torch.Tensor, num: torch.Tensor, matches: torch.Tensor | None = None) -> torch.Tensor:
+        """Candidate tokens: (B, C, 3) ids and (B, C, N_ITEM_NUM + N_CAND_SET) -> (B, C, d);
+        ``matches`` (B, C, N_MATCH) from ``match_stats`` when the model reads them."""
         adapter = self.item_adapter if self.cand_adapter is None else self.cand_adapter
         tokens = adapter(self.item_embeddings(cat, num[..., :N_ITEM_NUM]))
-        return tokens if self.cand_set is None else tokens + self.cand_set(num[..., N_ITEM_NUM:])
+        if self.cand_set is not None:
+            tokens = tokens + self.cand_set(num[..., N_ITEM_NUM:])
+        if self.match_adapter is not None:
+            assert matches is not None, "context_match_features: pass the candidates' match_stats"
+            tokens = tokens + self.match_adapter(matches.to(tokens.dtype))
+        return tokens
+
+    def match_stats(
+        self,
+        x: ModelInputs,
+        cand_cat: torch.Tensor | None = None,
+        cand_num: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """The candidates' context-match statistics (B, C, N_MATCH), or None when the model
+        does not read them. ``cand_cat``/``cand_num`` default to x's candidates; ``rows``
+        (G,) picks each candidate group's context row of x (the shared-context layout)."""
+        if self.match_adapter is None:
+            return None
+        context = (x.ih_item_cat, x.ih_item_num, x.ih_event_type, x.ih_len, x.pa_item_cat, x.pa_group, x.pa_kind,
+                   x.pa_len)
+        if rows is not None:
+            context = tuple(t.index_select(0, rows) for t in context)
+        cands = (x.cand_item_cat, x.cand_item_num) if cand_cat is None else (cand_cat, cand_num)
+        return context_matches(cands[0], cands[1], *context)
 
     def history(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """IH tokens (B, Lih, d) and their validity (B, Lih)."""
@@ -112,12 +142,14 @@ class ContextEncoder(nn.Module):
         query = self.query_adapter(x.query_cat, x.query_pieces, x.query_num)
         return torch.stack([user, query], dim=1) + self.sd_position.weight[None]
 
-    def candidate_tokens(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidate_tokens(
+        self, x: ModelInputs, matches: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Candidate tokens as the sequence's CIS segment carries them (G, C, d), and
         their validity (G, C): for the shared-context layout, where they follow a cached
         context instead of being concatenated to it."""
         valid = _length_mask(x.cand_len, x.cand_item_cat.shape[1])
-        return self.candidates(x.cand_item_cat, x.cand_item_num) + self.segment.weight[SEG_CAND], valid
+        return self.candidates(x.cand_item_cat, x.cand_item_num, matches) + self.segment.weight[SEG_CAND], valid
 
     def forward(self, x: ModelInputs, with_candidates: bool) -> Context:
         config = self.config
@@ -129,8 +161,10 @@ class ContextEncoder(nn.Module):
             sd = self.situation(x)
             segments.append((SEG_SD, sd, torch.ones(sd.shape[:2], dtype=torch.bool, device=sd.device), False))
         cand_valid = _length_mask(x.cand_len, x.cand_item_cat.shape[1])
+        matches = None
         if with_candidates:
-            cands = self.candidates(x.cand_item_cat, x.cand_item_num)
+            matches = self.match_stats(x)
+            cands = self.candidates(x.cand_item_cat, x.cand_item_num, matches)
             segments.append((SEG_CAND, cands, cand_valid, True))
         tokens, seg_codes, valid, slot = [], [], [], []
         for code, tok, ok, is_cand in segments:
@@ -150,4 +184,4 @@ class ContextEncoder(nn.Module):
             valid=torch.cat(valid, dim=1),
             index=torch.arange(n, device=seq.device)[None],
         )
-        return Context(seq, roles, cand_valid)
+        return Context(seq, roles, cand_valid, matches)

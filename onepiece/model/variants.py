@@ -11,7 +11,23 @@ from typing import Any, Final
 
 from onepiece.model.config import ModelConfig
 
-_ONEPIECE = ModelConfig(name="onepiece")
+#: What every ranking row reads beyond ModelConfig's own defaults (issue 17, 3 seeds each,
+#: docs/results.md): its candidates' context-match statistics through an adapter and the
+#: wide term (+0.015 click AUC and +0.015..+0.021 GAUC for onePiece and DLRM alike), the
+#: candidate-set numerics (about +0.01 with the matches) and id admission at 20 (items
+#: exposed, users with requests, fewer times read as unknown: +0.013 at the ablation's
+#: 1,500 requests, +0.004 at 6,000). ModelConfig's own defaults stay the earlier form, so a
+#: config.json written before keeps its model.
+RANKING_DEFAULTS: Final[dict[str, Any]] = {
+    "context_match_features": True,
+    "wide_numerics": True,
+    "candidate_set_features": True,
+    "id_min_count": 20,
+}
+#: The same fields as ModelConfig has them: the retrieval rows (their candidates are
+#: scored by a dot product against an item index, every id of which must be searchable).
+EARLIER_INPUTS: Final[dict[str, Any]] = {k: getattr(ModelConfig(), k) for k in RANKING_DEFAULTS}
+_ONEPIECE = ModelConfig(name="onepiece", **RANKING_DEFAULTS)
 
 _CHANGES: Final[dict[str, dict[str, Any]]] = {
     # the product model: ranking, bidirectional, visible candidates, K=3 progressive
@@ -33,7 +49,7 @@ _CHANGES: Final[dict[str, dict[str, Any]]] = {
     "onepiece_k2": {"num_steps": 2},
     "onepiece_last_step": {"supervision": "last_step"},
     # retrieval mode (K = 2: impression, then click)
-    "onepiece_retrieval": {"mode": "retrieval", "num_steps": 2},
+    "onepiece_retrieval": {"mode": "retrieval", "num_steps": 2, **EARLIER_INPUTS},
     # baselines (docs section 7: the faithful forms)
     # DLRM: bottom MLP, embeddings and DIN target attention over the IH, pairwise dot
     # products into the top MLP

@@ -57,7 +57,7 @@ def test_training_admits_exposed_items_and_users_by_count(tiny_split, tiny_model
 def test_without_admission_the_checkpoint_has_no_admission_buffer() -> None:
     from onepiece.model import OnePiece
 
-    state = OnePiece(variant_config("onepiece", item_vocab=64, user_vocab=64)).state_dict()
+    state = OnePiece(variant_config("onepiece", item_vocab=64, user_vocab=64, id_min_count=0)).state_dict()
     assert not [k for k in state if k.endswith("admitted")]
     with pytest.raises(ValueError, match="id_min_count"):
         variant_config("onepiece", id_min_count=-1)
