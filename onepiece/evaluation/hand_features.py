@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from onepiece.contract.schemas import EVENT_TYPE_CODE, PA_GROUPS
 from onepiece.evaluation.anchor_signal import anchor_membership
 from onepiece.model.inputs import group_median
+from onepiece.model.matches import RECENCY_EVENTS
 
 #: IH keys matched against the candidate, as (feature prefix, column suffix).
 IH_KEYS: tuple[tuple[str, str], ...] = (("item", "item_id"), ("shop", "shop_id"), ("category", "category_id"))
@@ -60,8 +61,9 @@ _DAY_US = 86_400 * 1_000_000
 @dataclass(frozen=True)
 class HandFeatureConfig:
     #: Recency by position: an IH event ``back`` events before the most recent weighs
-    #: exp(-back / tau_events) (ours: about the last 10 events count).
-    tau_events: float = 10.0
+    #: exp(-back / tau_events) (ours: about the last 10 events count; the model's
+    #: context-match statistics use the same constant).
+    tau_events: float = RECENCY_EVENTS
     #: Recency by time: an IH event ``d`` days before as_of weighs exp(-d / tau_days)
     #: (ours: the world's tastes drift over days; the IH window is 30 days).
     tau_days: float = 3.0

@@ -36,7 +36,7 @@ MATCH_FEATURES: tuple[str, ...] = (
 )
 N_MATCH = len(MATCH_FEATURES)
 #: Recency by position: an IH event ``back`` events before the most recent weighs
-#: exp(-back / RECENCY_EVENTS) (as the gbdt row's ``HandFeatureConfig.tau_events``).
+#: exp(-back / RECENCY_EVENTS); the gbdt row's ``HandFeatureConfig.tau_events`` defaults to it.
 RECENCY_EVENTS = 10.0
 _INTENT = (EVENT_TYPE_CODE["add_to_cart"], EVENT_TYPE_CODE["order"])
 
