@@ -147,10 +147,15 @@ def hr_at_k(ranks: ArrayLike, k: int) -> float:
     return float(np.mean(r < k))
 
 
-def ndcg_at_k(ranks: ArrayLike, k: int) -> float:
-    """NDCG with one target: mean of 1/log2(rank + 2) for ranks < k, else 0."""
+def ndcg_gains(ranks: ArrayLike, k: int) -> np.ndarray:
+    """Each query's NDCG with one target: 1/log2(rank + 2) for ranks < k, else 0."""
     r = np.asarray(ranks, dtype=np.float64)
-    return float(np.mean(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)))
+    return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
+
+
+def ndcg_at_k(ranks: ArrayLike, k: int) -> float:
+    """NDCG with one target: the mean of ``ndcg_gains``."""
+    return float(np.mean(ndcg_gains(ranks, k)))
 
 
 def mrr_at_k(ranks: ArrayLike, k: int) -> float:

@@ -18,11 +18,16 @@ targets, drawn by popularity, so their logits are corrected by log q, q = the mo
 share of the training interactions (``sampling_correction``); uncorrected, the term
 taught both models to rank popular movies down and held them at the popularity baseline
 on the validation split (issue 6). Early stopping on validation NDCG@10 within at most
-``epochs`` epochs. The two models train at once, one process each (``workers``), with the
-same numbers as one by one.
+``epochs`` epochs. Each model trains with ``seeds`` training seeds (seed, seed + 1, ...) on
+the same split; every (model, seed) is one job, ``workers`` of them at once, one process
+each, with the same numbers as one by one.
 
 Evaluation: leave-one-out (``ml100k_data``), full ranking over all movies, the user's
-previous movies masked out (as RecBole does), ties pessimistic; HR@10, NDCG@10, MRR@10.
+previous movies masked out (as RecBole does), ties pessimistic; HR@10, NDCG@10, MRR@10,
+the mean over seeds and per seed. Whether onePiece's NDCG@10 beats SASRec's is a paired
+bootstrap over the evaluated users (each has one test target, so NDCG@10 is the mean of
+per-user gains), each resample also drawing the seeds with replacement
+(``significance.bootstrap_means`` and ``paired_difference``, as the ablation's orderings).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import pyarrow as pa
 from onepiece.contract import EVENT_TYPE_CODE, ITEM_FEATURES, TASKS, TRAINING_SCHEMA
 from onepiece.evaluation import metrics
 from onepiece.evaluation.ml100k_data import ML100k, LeaveOneOut
+from onepiece.evaluation.significance import Difference, bootstrap_means, paired_difference
 from onepiece.training.batches import Batch
 
 CUTOFF = 10
@@ -49,7 +55,11 @@ AS_OF = dt.datetime(1998, 5, 1, tzinfo=dt.UTC)  # after the last ml-100k rating
 class ML100kConfig:
     """Training budget and sizes for the MovieLens check (all ours)."""
 
-    seed: int = 0
+    seed: int = 0  # the first training seed (the split has no randomness)
+    #: Training seeds per model (seed, seed + 1, ...), all scored on the same test users.
+    seeds: int = 1
+    #: User resamples of the paired bootstrap behind the NDCG@10 comparison's interval.
+    resamples: int = 1000
     #: With at most 6 epochs the best validation epoch was the 5th or 6th in every
     #: configuration of issue 6, so the cap, not early stopping, could end training.
     epochs: int = 12
@@ -71,7 +81,7 @@ class ML100kConfig:
     #: the validation split (issue 6; README "Evaluation runs").
     sampling_correction: bool = True
     threads: int = 1  # torch threads per model
-    #: Models trained at once, one process each (2 = both models on a 2-core machine).
+    #: (model, seed) jobs trained at once, one process each (2 = two jobs on a 2-core machine).
     workers: int = 2
     max_users: int | None = None  # evaluate on the first N users only (tests)
 
@@ -335,10 +345,34 @@ def train_and_test(
     split: LeaveOneOut,
     cfg: ML100kConfig,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Train one model and rank the test targets: (HR/NDCG/MRR, history)."""
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train one model with seed ``cfg.seed`` and rank the test targets: (the evaluated
+    users' test ranks, history)."""
     model, history = train_retrieval(model_config, data, split, cfg, on_epoch)
-    return ranking_scores(holdout_ranks(model, data, split, cfg)), history
+    return holdout_ranks(model, data, split, cfg), history
+
+
+# ---------------------------------------------------------------------------
+# Both models, every seed
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ML100kResult:
+    """Every (model, seed)'s test ranks and training history."""
+
+    seeds: tuple[int, ...]
+    users: np.ndarray  # [U] the evaluated users' ids, in the ranks' order
+    ranks: dict[str, dict[int, np.ndarray]]  # model -> seed -> [U] 0-based test ranks
+    histories: dict[str, dict[int, dict[str, Any]]]  # model -> seed -> fit history
+
+
+def training_seeds(cfg: ML100kConfig) -> tuple[int, ...]:
+    return tuple(range(cfg.seed, cfg.seed + cfg.seeds))
+
+
+def job_name(model: str, seed: int) -> str:
+    return f"{model}@{seed}"
 
 
 def run(
@@ -346,15 +380,75 @@ def run(
     split: LeaveOneOut,
     cfg: ML100kConfig,
     on_epoch: Callable[[str, dict[str, Any]], None] | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Train and test both models: ({"onepiece": {...}, "sasrec": {...}}, histories).
+) -> ML100kResult:
+    """Train and test both models with every training seed on the same split.
 
-    With ``cfg.workers > 1`` the models train at once, one process each, with the same
-    numbers (``training.parallel``); ``on_epoch(name, record)`` is called here as epochs
-    finish.
+    Every (model, seed) is one job of ``training.parallel.run_jobs``: ``cfg.workers`` jobs
+    train at once, one process each, with the same numbers as one by one;
+    ``on_epoch("model@seed", record)`` is called here as epochs finish.
     """
     from onepiece.training.parallel import run_jobs
 
-    jobs = {name: (mc, data, split, cfg) for name, mc in model_configs(data, cfg).items()}
+    if cfg.seeds < 1:
+        raise ValueError(f"ML100kConfig.seeds must be at least 1, got {cfg.seeds}")
+    seeds = training_seeds(cfg)
+    configs = model_configs(data, cfg)
+    jobs = {
+        job_name(name, seed): (mc, data, split, dataclasses.replace(cfg, seed=seed))
+        for seed in seeds
+        for name, mc in configs.items()
+    }
     done = run_jobs(train_and_test, jobs, cfg.workers, on_event=on_epoch)
-    return {n: done[n][0] for n in jobs}, {n: done[n][1] for n in jobs}
+    return ML100kResult(
+        seeds=seeds,
+        users=split.users[_eval_users(split, cfg)],
+        ranks={n: {s: done[job_name(n, s)][0] for s in seeds} for n in configs},
+        histories={n: {s: done[job_name(n, s)][1] for s in seeds} for n in configs},
+    )
+
+
+def model_scores(result: ML100kResult) -> dict[str, dict[str, Any]]:
+    """HR/NDCG/MRR@10 per model: the mean over seeds, and every seed's under "per_seed"."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, by_seed in result.ranks.items():
+        per_seed = {s: ranking_scores(ranks) for s, ranks in by_seed.items()}
+        means = {m: float(np.mean([scores[m] for scores in per_seed.values()])) for m in next(iter(per_seed.values()))}
+        out[name] = means | {"per_seed": {str(s): scores for s, scores in per_seed.items()}}
+    return out
+
+
+def ndcg_difference(result: ML100kResult, a: str, b: str, resamples: int = 1000, seed: int = 0) -> Difference:
+    """NDCG@10(a) - NDCG@10(b) averaged over seeds, with its paired bootstrap interval
+    over the evaluated users, each resample also drawing the seeds with replacement."""
+    gains = {
+        job_name(name, s): metrics.ndcg_gains(result.ranks[name][s], CUTOFF)
+        for name in (a, b) for s in result.seeds
+    }
+    full, draws = bootstrap_means(gains, resamples, seed)
+    return paired_difference(
+        full, draws, [job_name(a, s) for s in result.seeds], [job_name(b, s) for s in result.seeds], seed=seed
+    )
+
+
+def comparison(result: ML100kResult, cfg: ML100kConfig) -> dict[str, Any]:
+    """The metrics.json "comparison": onePiece's NDCG@10 against the SASRec-style model's."""
+    d = ndcg_difference(result, "onepiece", "sasrec", cfg.resamples, cfg.seed)
+    return {
+        "claim": f"onePiece's NDCG@{CUTOFF} is above the SASRec-style model's",
+        "metric": f"ndcg@{CUTOFF}", "a": "onepiece", "b": "sasrec",
+        "delta": d.delta, "ci95": [d.low, d.high], "verdict": d.verdict,
+        "seed_std": d.seed_std, "per_seed": {str(s): x for s, x in zip(result.seeds, d.per_seed, strict=True)},
+        "users": int(len(result.users)), "resamples": cfg.resamples,
+    }
+
+
+def ranks_table(result: ML100kResult) -> pa.Table:
+    """Every (model, seed)'s test rank of every evaluated user: user, model, seed, rank."""
+    parts = [(name, s, ranks) for name, by_seed in result.ranks.items() for s, ranks in by_seed.items()]
+    n = len(result.users)
+    return pa.table({
+        "user": pa.array(np.tile(result.users, len(parts)), pa.int64()),
+        "model": pa.array([name for name, _, _ in parts for _ in range(n)], pa.string()),
+        "seed": pa.array(np.repeat([s for _, s, _ in parts], n), pa.int64()),
+        "rank": pa.array(np.concatenate([r for _, _, r in parts]) if parts else [], pa.int64()),
+    })

@@ -12,6 +12,10 @@ the test day's. Few seeds make the training part coarse (with 3 seeds a resample
 most 3 distinct values), but without it an ordering that flips between seeds could be
 called settled from the test day's noise alone.
 
+A metric that is a mean over clusters (NDCG@10 over leave-one-out users: one test target
+per user) goes through ``bootstrap_means`` instead, given each cluster's value; its draws
+feed the same ``paired_difference``.
+
 Verdicts on a 95% percentile interval of d = AUC(A) - AUC(B):
 ``holds`` (the interval is above 0), ``fails`` (below 0), ``within noise`` (it spans 0).
 """
@@ -83,6 +87,32 @@ def bootstrap_aucs(
     return full, draws
 
 
+def bootstrap_means(
+    values: dict[str, np.ndarray],
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The mean of every named array of per-cluster values (one value per cluster, the
+    same clusters in the same order in every array) on the full data and on
+    ``resamples`` cluster resamples, the same resamples for every array:
+    (full, name -> [resamples]), the shape ``paired_difference`` reads."""
+    arrays = {name: np.asarray(v, dtype=np.float64) for name, v in values.items()}
+    lengths = {name: v.shape for name, v in arrays.items()}
+    if len(set(lengths.values())) > 1 or any(len(shape) != 1 for shape in lengths.values()):
+        raise ValueError(f"per-cluster values must be 1-d arrays of one length, got shapes {lengths}")
+    n = next(iter(lengths.values()))[0] if arrays else 0
+    if n == 0:
+        raise ValueError("bootstrap_means needs at least one array with at least one cluster")
+    rng = np.random.default_rng(seed)
+    full = {name: float(v.mean()) for name, v in arrays.items()}
+    draws = {name: np.empty(resamples) for name in arrays}
+    for r in range(resamples):
+        chosen = rng.integers(0, n, n)
+        for name, v in arrays.items():
+            draws[name][r] = v[chosen].mean()
+    return full, draws
+
+
 def paired_difference(
     full: dict[str, float],
     draws: dict[str, np.ndarray],
@@ -92,7 +122,8 @@ def paired_difference(
     seed: int = 0,
 ) -> Difference:
     """AUC(a) - AUC(b) averaged over seeds: ``a[i]`` and ``b[i]`` name the two models'
-    score arrays of seed i in ``bootstrap_aucs``'s output.
+    score arrays of seed i in ``bootstrap_aucs``'s output (or their per-cluster values
+    in ``bootstrap_means``'s: then the difference of those means).
 
     With several seeds the bootstrap is two-level: each resample also draws the training
     seeds with replacement, so the interval holds the training noise as well as the test
