@@ -3,8 +3,8 @@
 ``ModelConfig.context_match_features`` (ours; the "hard search" statistics of SIM, Pi et
 al. 2020, and the target-behaviour cross features of production CTR rankers). For every
 candidate, counted over the tokens of its own context, from the input tensors alone (so
-training, ``score()`` and the Triton model compute them the same way, and the tensor
-contract is unchanged):
+training, ``score()`` and the Triton model compute them the same way; no input tensor
+exists for them, only the event ages ``ih_age_days`` the time statistics read):
 
 * per key (item, shop, category): log1p of the number of IH events with the same id,
   their share of the IH, the same count weighted by recency (``exp(-back / tau)``, back

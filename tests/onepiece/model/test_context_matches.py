@@ -165,3 +165,18 @@ def test_every_path_reads_the_matches_and_the_shared_layout_agrees(variant, time
         shared = score(model, tensorize(table, config, shared_context=True), chunk_size=3, group_chunk=2)
         for task in TASKS:
             assert (shared[task] - base[task]).abs().max() <= 1e-5
+
+
+def test_the_time_statistics_are_one_set_away_and_off_in_older_configs():
+    """``--set match_time_features=true`` turns them on for a ranking row; a config.json
+    written before the field existed rebuilds without them; nothing without the matches."""
+    from onepiece.cli.train import parse_overrides
+    from onepiece.model import variant_config
+    from onepiece.model.config import ModelConfig
+
+    on = variant_config("onepiece", **parse_overrides(["match_time_features=true"]))
+    assert on.match_time_features and n_match(on) == N_MATCH + len(TIME_FEATURES)
+    older = on.to_json().replace('"match_time_features": true,\n', "")
+    assert '"match_time_features"' not in older
+    assert ModelConfig.from_json(older).match_time_features is False
+    assert n_match(variant_config("onepiece_retrieval", match_time_features=True)) == 0
