@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from onepiece.contract.schemas import EVENT_TYPE_CODE, PA_GROUPS
 from onepiece.evaluation.anchor_signal import anchor_membership
 from onepiece.model.inputs import group_median
-from onepiece.model.matches import RECENCY_EVENTS
+from onepiece.model.matches import RECENCY_EVENTS, TAU_DAYS
 
 #: IH keys matched against the candidate, as (feature prefix, column suffix).
 IH_KEYS: tuple[tuple[str, str], ...] = (("item", "item_id"), ("shop", "shop_id"), ("category", "category_id"))
@@ -65,8 +65,9 @@ class HandFeatureConfig:
     #: context-match statistics use the same constant).
     tau_events: float = RECENCY_EVENTS
     #: Recency by time: an IH event ``d`` days before as_of weighs exp(-d / tau_days)
-    #: (ours: the world's tastes drift over days; the IH window is 30 days).
-    tau_days: float = 3.0
+    #: (ours: the world's tastes drift over days; the IH window is 30 days; the model's
+    #: time statistics, ``match_time_features``, use the same constant).
+    tau_days: float = TAU_DAYS
 
     def __post_init__(self) -> None:
         if self.tau_events <= 0 or self.tau_days <= 0:

@@ -23,7 +23,7 @@ from torch import nn
 from onepiece.model.config import ModelConfig
 from onepiece.model.heads import MultiTaskMLP
 from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_QUERY_NUM, N_USER_CAT, ModelInputs
-from onepiece.model.matches import N_MATCH
+from onepiece.model.matches import n_match
 from onepiece.model.sequence import ContextEncoder
 
 
@@ -90,7 +90,7 @@ class DLRMCore(nn.Module):
         # the candidate's statistics (and candidate-set numerics when the model reads them) and the query's
         self.n_cand_dense = N_ITEM_NUM + (N_CAND_SET if config.candidate_set_features else 0)
         # the candidate's context-match statistics are dense features too (when read)
-        n_dense = self.n_cand_dense + N_QUERY_NUM + (N_MATCH if config.context_match_features else 0)
+        n_dense = self.n_cand_dense + N_QUERY_NUM + n_match(config)
         self.bottom = nn.Sequential(nn.Linear(n_dense, 2 * d), nn.ReLU(), nn.Linear(2 * d, d)) if side else None
         self.din_ih = DINAttention(d)
         self.din_pa = DINAttention(d) if config.use_pa else None

@@ -29,6 +29,9 @@ Conventions (stable; other parts code against them):
   ``cand_len``, per-sample shape [1]); positions past the length are padding (ids -1,
   numbers 0) and are masked by the model. Scalars per sample have shape [1].
 * IH keeps the user's most recent ``ih_max_len`` events, oldest first (as in the row).
+  ``ih_age_days`` is each event's age at the request, (as_of - ih_ts) in days as a
+  float: clamped at 0 (an event stamped after as_of), 0 for a null ts or a row whose
+  ``ih_ts`` list is null (a source without event times), 0 at padding.
 * PA: the tensorizer EMITS the BOS/EOS marker tokens. Each non-empty anchor group becomes
   BOS, its first ``pa_per_group`` items, EOS; groups follow the contract's PA_GROUPS order.
   ``pa_kind`` is 0 item / 1 BOS / 2 EOS, ``pa_group`` the group code, ``pa_pos`` the
@@ -143,6 +146,7 @@ TENSOR_SPECS: Final[dict[str, TensorSpec]] = {
     "ih_item_cat": TensorSpec(_I64, (-1, N_ITEM_CAT)),  # item_id, shop_id, category_id
     "ih_item_num": TensorSpec(_F32, (-1, N_ITEM_NUM)),  # price, ctr_7d, cvr_7d, sales_30d
     "ih_event_type": TensorSpec(_I64, (-1,)),  # contract EVENT_TYPE_CODE
+    "ih_age_days": TensorSpec(_F32, (-1,)),  # days from the event to as_of, >= 0
     "ih_len": TensorSpec(_I64, (1,)),
     "pa_item_cat": TensorSpec(_I64, (-1, N_ITEM_CAT)),
     "pa_item_num": TensorSpec(_F32, (-1, N_ITEM_NUM)),
@@ -236,6 +240,7 @@ class ModelInputs:
     ih_item_cat: torch.Tensor
     ih_item_num: torch.Tensor
     ih_event_type: torch.Tensor
+    ih_age_days: torch.Tensor
     ih_len: torch.Tensor
     pa_item_cat: torch.Tensor
     pa_item_num: torch.Tensor
@@ -433,7 +438,7 @@ CONTEXT_TENSORS: Final = tuple(name for name in TENSOR_SPECS if name not in GROU
 
 #: Each length tensor and the tensors it pads (along dim 1); ``trim_padding`` cuts them.
 PADDED_SEGMENTS: Final[dict[str, tuple[str, ...]]] = {
-    "ih_len": ("ih_item_cat", "ih_item_num", "ih_event_type"),
+    "ih_len": ("ih_item_cat", "ih_item_num", "ih_event_type", "ih_age_days"),
     "pa_len": ("pa_item_cat", "pa_item_num", "pa_kind", "pa_group", "pa_pos"),
     "cand_len": ("cand_item_cat", "cand_item_num", "cand_flat_index"),
 }
@@ -543,6 +548,36 @@ def _segment_names(segment: str) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
+_DAY_US: Final = 86_400 * 1_000_000
+
+
+def _micros(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """int64 microseconds since the epoch of a timestamp array (nulls kept)."""
+    return pc.cast(pc.cast(values, pa.timestamp("us", tz=values.type.tz)), pa.int64())
+
+
+def _ih_age_days(table: pa.Table, lengths: np.ndarray, rows: np.ndarray, source: str) -> np.ndarray:
+    """[T] float32 age in days at as_of of every flat IH event (module docstring: >= 0, 0
+    for a null ts; a null ``ih_ts`` list gives its row's events age 0)."""
+    ts = _list_column(table, "ih_ts")
+    present = ts.is_valid().to_numpy(zero_copy_only=False)
+    other = _lengths(ts)
+    bad = np.flatnonzero(present & (other != lengths))
+    if len(bad):
+        raise ContractError(
+            "contexts", source, f"list length {other[bad[0]]} differs from ih_item_id ({lengths[bad[0]]})",
+            column="ih_ts", row=int(bad[0]),
+        )
+    stamps = _micros(pc.list_flatten(ts))  # the events of the rows with a list, in order
+    known = stamps.is_valid().to_numpy(zero_copy_only=False)
+    stamps = pc.fill_null(stamps, 0).to_numpy(zero_copy_only=False)
+    as_of = _micros(_list_column(table, "as_of")).to_numpy(zero_copy_only=False)
+    age = np.zeros(len(rows), np.float64)
+    listed = present[rows]
+    age[listed] = np.where(known, (as_of[rows[listed]] - stamps) / _DAY_US, 0.0)
+    return np.maximum(age, 0.0).astype(np.float32)
+
+
 def _ih(table: pa.Table, config: ModelConfig, width: int | None, source: str) -> dict:
     lengths = _check_parallel(
         table, "ih", _segment_names("ih") + ["ih_event_type"], source
@@ -551,6 +586,7 @@ def _ih(table: pa.Table, config: ModelConfig, width: int | None, source: str) ->
     event = pc.list_flatten(_list_column(table, "ih_event_type"))
     event = pc.fill_null(event, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     rows, cols = _ragged_columns(lengths)
+    age = _ih_age_days(table, lengths, rows, source)
     kept = np.minimum(lengths, config.ih_max_len)
     # Keep the most recent events: drop the first (length - kept) of each row.
     drop = (lengths - kept)[rows]
@@ -562,6 +598,7 @@ def _ih(table: pa.Table, config: ModelConfig, width: int | None, source: str) ->
         "ih_item_cat": _scatter(rows, cols, cat[keep], shape, -1),
         "ih_item_num": _scatter(rows, cols, num[keep], shape, 0.0),
         "ih_event_type": _scatter(rows, cols, event[keep], shape, -1),
+        "ih_age_days": _scatter(rows, cols, age[keep], shape, 0.0),
         "ih_len": kept[:, None],
     }
 

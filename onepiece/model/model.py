@@ -33,7 +33,7 @@ from onepiece.model.config import ModelConfig
 from onepiece.model.dlrm import DLRMCore
 from onepiece.model.heads import BlockRankingHead, RetrievalHead, UserStateHead, WideTerm
 from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_QUERY_NUM, ModelInputs
-from onepiece.model.matches import N_MATCH
+from onepiece.model.matches import n_match
 from onepiece.model.masks import SEG_SD, Roles
 from onepiece.model.reasoning import BlockSpec, Reasoner
 from onepiece.model.sequence import N_SD, Context, ContextEncoder
@@ -64,7 +64,7 @@ class OnePiece(nn.Module):
         self.config = config
         self.encoder = ContextEncoder(config)
         self.n_wide_cand = N_ITEM_NUM + (N_CAND_SET if config.candidate_set_features else 0)
-        n_matches = N_MATCH if config.context_match_features else 0
+        n_matches = n_match(config)
         self.wide = WideTerm(self.n_wide_cand + N_QUERY_NUM + n_matches) if config.wide_numerics else None
         if config.backbone == "dlrm":
             self.dlrm = DLRMCore(config)
@@ -192,7 +192,7 @@ class OnePiece(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Ranking logits plus the wide term (``ModelConfig.wide_numerics``) over each
         candidate's numerics (B, C, n), its query's (B, N_QUERY_NUM) and, when the model
-        reads them, its context-match statistics (B, C, N_MATCH)."""
+        reads them, its context-match statistics (B, C, n_match(config))."""
         if self.wide is None:
             return logits
         cand = cand_num[..., : self.n_wide_cand]

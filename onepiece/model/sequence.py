@@ -24,7 +24,7 @@ from torch import nn
 from onepiece.contract.schemas import EVENT_TYPES
 from onepiece.model.config import ModelConfig
 from onepiece.model.inputs import N_CAND_SET, N_ITEM_NUM, N_PA_GROUPS, ModelInputs
-from onepiece.model.matches import N_MATCH, context_matches
+from onepiece.model.matches import context_matches, n_match
 from onepiece.model.masks import N_SEGMENTS, SEG_CAND, SEG_IH, SEG_PA, SEG_SD, Roles
 from onepiece.model.tokens import ItemEmbeddings, QueryAdapter, UserAdapter, adapter_mlp, structural_embedding
 
@@ -36,7 +36,7 @@ class Context:
     tokens: torch.Tensor  # (B, N, d)
     roles: Roles  # each (B, N)
     cand_valid: torch.Tensor  # (B, C) bool
-    #: (B, C, N_MATCH) context-match statistics of the candidates (``context_match_features``)
+    #: (B, C, n_match(config)) context-match statistics of the candidates (``context_match_features``)
     cand_matches: torch.Tensor | None = None
 
 
@@ -61,7 +61,7 @@ class ContextEncoder(nn.Module):
         # a candidate still share the item adapter's vector
         self.cand_set = adapter_mlp(N_CAND_SET, d) if config.candidate_set_features else None
         # the candidate's match statistics against its context join its token the same way
-        self.match_adapter = adapter_mlp(N_MATCH, d) if config.context_match_features else None
+        self.match_adapter = adapter_mlp(n_match(config), d) if config.context_match_features else None
         self.user_adapter = UserAdapter(config)
         self.query_adapter = QueryAdapter(config)
         std = config.structural_embedding_std
@@ -80,7 +80,7 @@ class ContextEncoder(nn.Module):
 
     def candidates(self, cat: torch.Tensor, num: torch.Tensor, matches: torch.Tensor | None = None) -> torch.Tensor:
         """Candidate tokens: (B, C, 3) ids and (B, C, N_ITEM_NUM + N_CAND_SET) -> (B, C, d);
-        ``matches`` (B, C, N_MATCH) from ``match_stats`` when the model reads them."""
+        ``matches`` (B, C, n_match(config)) from ``match_stats`` when the model reads them."""
         adapter = self.item_adapter if self.cand_adapter is None else self.cand_adapter
         tokens = adapter(self.item_embeddings(cat, num[..., :N_ITEM_NUM]))
         if self.cand_set is not None:
@@ -97,17 +97,19 @@ class ContextEncoder(nn.Module):
         cand_num: torch.Tensor | None = None,
         rows: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """The candidates' context-match statistics (B, C, N_MATCH), or None when the model
+        """The candidates' context-match statistics (B, C, n_match(config)), or None when the model
         does not read them. ``cand_cat``/``cand_num`` default to x's candidates; ``rows``
         (G,) picks each candidate group's context row of x (the shared-context layout)."""
         if self.match_adapter is None:
             return None
         context = (x.ih_item_cat, x.ih_item_num, x.ih_event_type, x.ih_len, x.pa_item_cat, x.pa_group, x.pa_kind,
                    x.pa_len)
+        age = x.ih_age_days if self.config.match_time_features else None
         if rows is not None:
             context = tuple(t.index_select(0, rows) for t in context)
+            age = None if age is None else age.index_select(0, rows)
         cands = (x.cand_item_cat, x.cand_item_num) if cand_cat is None else (cand_cat, cand_num)
-        return context_matches(cands[0], cands[1], *context)
+        return context_matches(cands[0], cands[1], *context, ih_age_days=age)
 
     def history(self, x: ModelInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """IH tokens (B, Lih, d) and their validity (B, Lih)."""

@@ -35,6 +35,14 @@ def test_synthetic_contexts_follow_the_contract_and_the_rule(rule: str) -> None:
             expected = [int(c in clicked) for c in cand]
         assert click == expected
     assert synthetic_contexts(50, rule, seed=3).equals(rows)  # seeded
+    # the events carry times: one hour apart, the latest an hour before as_of
+    from onepiece.model import tensorize
+    from onepiece.model.config import ModelConfig
+
+    x = tensorize(rows, ModelConfig(**learnability.MODEL_SIZES))
+    latest = x.ih_age_days.gather(1, (x.ih_len - 1).clamp(min=0))
+    torch.testing.assert_close(latest[x.ih_len > 0], torch.full_like(latest[x.ih_len > 0], 1 / 24))
+    assert float(x.ih_age_days.max()) > 0.5
 
 
 #: (variant, rule) pairs; the PA rule only for the variants that read the PA. Left out:

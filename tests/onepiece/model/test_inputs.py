@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import numpy as np
 import pyarrow as pa
@@ -58,6 +59,26 @@ def test_ih_keeps_the_most_recent_events_oldest_first():
     assert x.ih_len.tolist() == [[3]]
     assert x.ih_item_cat[0, :, 0].tolist() == [12, 13, 14]
     assert x.ih_event_type[0].tolist() == row["ih_event_type"][2:]
+
+
+def test_ih_age_days_is_the_age_at_as_of_kept_like_the_events():
+    """(as_of - ih_ts) in days for the kept events; a future ts clamps to 0, a null ts and a
+    null ih_ts list give 0, padding is 0; a list of another length is refused."""
+    config = tiny_config(ih_max_len=3)
+    row = context_row("r", 1, 2, ih=[10, 11, 12, 13, 14], pa_items=[], cands=[5])
+    as_of = row["as_of"]
+    row["ih_ts"] = [as_of - dt.timedelta(days=d) for d in (9.0, 5.0, 2.5)] + [None, as_of + dt.timedelta(hours=6)]
+    short = context_row("s", 1, 2, ih=[20], pa_items=[], cands=[5]) | {"ih_ts": [as_of - dt.timedelta(hours=36)]}
+    untimed = context_row("u", 1, 2, ih=[30, 31], pa_items=[], cands=[5]) | {"ih_ts": None}
+    x = tensorize(contexts_table([row, short, untimed]), config)
+    assert x.ih_age_days.dtype == torch.float32
+    np.testing.assert_allclose(x.ih_age_days.numpy(), [[2.5, 0.0, 0.0], [1.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    # trimmed and selected with the other IH tensors
+    trimmed = tensorize(contexts_table([short]), config, fixed_shape=True).trim_padding()
+    assert trimmed.ih_age_days.shape == trimmed.ih_event_type.shape == (1, 1)
+    bad = context_row("b", 1, 2, ih=[1, 2], pa_items=[], cands=[5]) | {"ih_ts": [as_of]}
+    with pytest.raises(ContractError, match="ih_ts"):
+        tensorize(contexts_table([bad]), config)
 
 
 def test_pa_groups_are_wrapped_sorted_and_truncated():

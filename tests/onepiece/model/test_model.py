@@ -210,7 +210,7 @@ def test_trim_padding_cuts_to_the_longest_real_length():
     x = tensorize(contexts_table(random_rows(6, seed=12)), config, fixed_shape=True)
     assert x.ih_item_cat.shape[1] == config.ih_max_len
     cut = x.trim_padding()
-    for length, names in {"ih_len": ("ih_item_cat", "ih_event_type"), "pa_len": ("pa_kind", "pa_pos"), "cand_len": ("cand_item_num", "cand_flat_index")}.items():
+    for length, names in {"ih_len": ("ih_item_cat", "ih_event_type", "ih_age_days"), "pa_len": ("pa_kind", "pa_pos"), "cand_len": ("cand_item_num", "cand_flat_index")}.items():
         longest = int(getattr(x, length).max())
         for name in names:
             assert getattr(cut, name).shape[1] == longest
