@@ -67,7 +67,9 @@ class ModelConfig:
     #: bias, floor(ln(max(|dt| s, 1)) / 0.301) clamped to this (``pointwise_attention.
     #: time_buckets``; the reference's ``RelativeBucketedTimeAndPositionBasedBias``); 0 =
     #: none (position only). Token times: an IH event's request time minus its
-    #: ``ih_age_days``, every other token the request time. The reference's 128 covers gaps
+    #: ``ih_age_days``, every other token the request time (the reference times a query by
+    #: the next event, as each of its positions predicts the next item; the candidate rows
+    #: the heads read are at the request time either way). The reference's 128 covers gaps
     #: up to e^38.5 s: a minute is bucket 13, a day 37, a year 57, so no gap of ours is clamped.
     hstu_time_buckets: int = 0
     #: The DLRM backbone's feature interaction. "dot": DLRM (Naumov et al. 2019): a bottom
