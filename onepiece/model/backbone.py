@@ -184,18 +184,29 @@ class Layer(nn.Module):
 
 
 class RelativeBias(nn.Module):
-    """HSTU's relative attention bias: one learned scalar per relative-position bucket
-    (``pointwise_attention.position_buckets``), shared by the heads, N(0, 0.02^2) at init
-    as in the reference. No time buckets: the inputs carry no event times."""
+    """HSTU's relative attention bias, shared by the heads: one learned scalar per
+    relative-position bucket (``pointwise_attention.position_buckets``) plus, with
+    ``config.hstu_time_buckets``, one per log bucket of the time between the query's and
+    the key's events (``pointwise_attention.time_buckets``), as the reference's
+    ``RelativeBucketedTimeAndPositionBasedBias``; both N(0, 0.02^2) at init, as there."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.n_buckets = config.hstu_position_buckets
         self.weight = nn.Parameter(torch.empty(2 * self.n_buckets).normal_(std=0.02))
+        self.time_weight = None
+        if config.hstu_time_buckets:  # buckets 0 .. n: the top one holds every longer gap
+            self.time_weight = nn.Parameter(torch.empty(config.hstu_time_buckets + 1).normal_(std=0.02))
 
     def forward(self, distance: torch.Tensor) -> torch.Tensor:
-        """Relative distances (any int shape, ``masks.relative_distance``) -> bias, same shape."""
-        return self.weight[position_buckets(distance, self.n_buckets)]
+        """``distance`` (., 1 or 2, n, N) int: channel 0 the relative distances
+        (``masks.relative_distance``), channel 1 (with time buckets) the time buckets
+        (``Reasoner._distance``) -> bias (., 1, n, N)."""
+        bias = self.weight[position_buckets(distance[:, :1], self.n_buckets)]
+        if self.time_weight is not None:
+            assert distance.shape[1] == 2, "time buckets: the distances must carry the time channel"
+            bias = bias + self.time_weight[distance[:, 1:]]
+        return bias
 
 
 class HSTULayer(nn.Module):
@@ -203,7 +214,8 @@ class HSTULayer(nn.Module):
     A = SiLU(Q K^T / sqrt(dh) + rab) / n (``pointwise_attention``); x + f2(LN(A V) * U).
     No FFN: the gate U is the layer's pointwise transformation. The same calling
     convention as ``Layer`` (cache, ``rows``, shared-context ``prefix``); ``distance`` are
-    the query-key relative distances (1|B, 1, n, N) for the bias (None: no bias)."""
+    the query-key relative distances and time buckets (1|B, 1|2, n, N) for the bias
+    (``RelativeBias``; None: no bias)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -275,7 +287,8 @@ class Backbone(nn.Module):
         runs its queries, output projection and FFN on those M rows alone (the others'
         outputs would be discarded; their keys and values are still computed and cached).
         A ``prefix`` (``prefix_attention``) adds shared context keys ahead of the cache's.
-        ``distance`` (1|B, 1, n, N_cached + n): relative distances for HSTU's bias."""
+        ``distance`` (1|B, 1|2, n, N_cached + n): relative distances (and time buckets)
+        for HSTU's bias (``RelativeBias``)."""
         n, last = x.shape[1], len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, cache, i, rows if i == last else None, prefix, distance)

@@ -38,6 +38,7 @@ BEFORE_FIELD: dict[str, Any] = {
     "wide_numerics": False,
     "context_match_features": False,
     "match_time_features": False,
+    "hstu_time_buckets": 0,
 }
 
 
@@ -56,13 +57,21 @@ class ModelConfig:
     #: The transformer's attention layer. "softmax": pre-LN softmax attention + FFN
     #: (onePiece, ReaRec). "hstu": HSTU's layer (Zhai et al. 2024): U, V, Q, K =
     #: SiLU(f1(LN x)); A = SiLU(Q K^T / sqrt(dh) + rab) / n over the allowed keys; x + f2(LN(A V) * U);
-    #: no FFN (``backbone.HSTULayer``). Its relative attention bias is over POSITION buckets
-    #: only: the reference also buckets the time between events; the tensor contract now
-    #: carries each IH event's age (``ih_age_days``), which the bias does not read yet.
+    #: no FFN (``backbone.HSTULayer``). Its relative attention bias (``backbone.RelativeBias``)
+    #: is over position buckets and, with ``hstu_time_buckets``, time buckets as well.
     attention: Literal["softmax", "hstu"] = "softmax"
     #: Relative-position buckets per direction of the HSTU attention bias (exact distances
     #: below 8, then logarithmic; ``pointwise_attention.position_buckets``).
     hstu_position_buckets: int = 32
+    #: Log buckets of the time between a query's and a key's events in the HSTU attention
+    #: bias, floor(ln(max(|dt| s, 1)) / 0.301) clamped to this (``pointwise_attention.
+    #: time_buckets``; the reference's ``RelativeBucketedTimeAndPositionBasedBias``); 0 =
+    #: none (position only). Token times: an IH event's request time minus its
+    #: ``ih_age_days``, every other token the request time (the reference times a query by
+    #: the next event, as each of its positions predicts the next item; the candidate rows
+    #: the heads read are at the request time either way). The reference's 128 covers gaps
+    #: up to e^38.5 s: a minute is bucket 13, a day 37, a year 57, so no gap of ours is clamped.
+    hstu_time_buckets: int = 0
     #: The DLRM backbone's feature interaction. "dot": DLRM (Naumov et al. 2019): a bottom
     #: MLP over the dense features, the categorical embeddings and DIN target-attention
     #: pools over the IH (and PA) as vectors of one width, their pairwise dot products
@@ -248,6 +257,12 @@ class ModelConfig:
             raise ValueError("head_reads_sd needs the block ranking head of a transformer with use_sd")
         if self.hstu_position_buckets < 9:  # 8 exact distances, then at least one log bucket
             raise ValueError(f"hstu_position_buckets must be at least 9, got {self.hstu_position_buckets}")
+        if self.hstu_time_buckets < 0:
+            raise ValueError(f"hstu_time_buckets must be >= 0, got {self.hstu_time_buckets}")
+        if self.hstu_time_buckets and self.attention != "hstu":
+            raise ValueError(
+                f"hstu_time_buckets={self.hstu_time_buckets} needs attention='hstu', got {self.attention!r}"
+            )
         if self.backbone == "dlrm" and self.num_steps:
             raise ValueError("the DLRM backbone has no reasoning: num_steps must be 0")
         for task, params in self.calibration.items():

@@ -35,6 +35,7 @@ which sees nothing, still gives finite outputs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,7 @@ import torch
 SEG_IH, SEG_PA, SEG_SD, SEG_CAND, SEG_REASON = range(5)
 N_SEGMENTS = 5
 MASKED = -1e9  # additive; finite so fully masked (padding) rows stay finite
+SECONDS_PER_DAY = 86400.0
 
 
 @dataclass
@@ -53,14 +55,36 @@ class Roles:
     slot: torch.Tensor  # int64 candidate slot, -1 if not candidate-derived
     valid: torch.Tensor  # bool, False for padding
     index: torch.Tensor  # int64 position in the sequence
+    #: float32 (B, N) days from the token's event to the request (IH: ``ih_age_days``;
+    #: every other token 0, the request time); None = every token at the request time.
+    #: Set only for a model whose attention bias reads time (``hstu_time_buckets``).
+    age: torch.Tensor | None = None
 
     def cat(self, other: Roles) -> Roles:
+        age = None
+        if self.age is not None or other.age is not None:
+            a, b = self.ages(), other.ages()
+            rows = max(a.shape[0], b.shape[0])  # a (1, N) zeros row stands for every sequence
+            age = torch.cat([a.expand(rows, -1), b.expand(rows, -1)], dim=1)
         return Roles(
-            *(torch.cat([a, b], dim=1) for a, b in zip(self.astuple(), other.astuple()))
+            *(torch.cat([a, b], dim=1) for a, b in zip(self.astuple(), other.astuple())), age=age
         )
 
     def astuple(self) -> tuple[torch.Tensor, ...]:
+        """The structural fields and validity (not ``age``)."""
         return (self.segment, self.block, self.slot, self.valid, self.index)
+
+    def ages(self) -> torch.Tensor:
+        """``age``, zeros (1, N) when it is None."""
+        if self.age is not None:
+            return self.age
+        return torch.zeros(self.segment.shape, dtype=torch.float32, device=self.segment.device)
+
+    def rows(self, index: torch.Tensor) -> Roles:
+        """The roles of sequences ``index`` [G] (the per-sequence fields, validity and age,
+        picked; the structural (1, N) fields shared)."""
+        age = None if self.age is None else self.age.index_select(0, index)
+        return dataclasses.replace(self, valid=self.valid.index_select(0, index), age=age)
 
     @property
     def length(self) -> int:
@@ -104,6 +128,13 @@ def relative_distance(q: Roles, k: Roles) -> torch.Tensor:
     key = positions(k, None)
     context_count = ((k.block == 0) & (k.slot < 0) & k.valid).sum(1, keepdim=True)  # (B, 1)
     return positions(q, context_count)[:, :, None] - key[:, None, :]
+
+
+def relative_seconds(q: Roles, k: Roles) -> torch.Tensor:
+    """Query time minus key time in seconds (1|B, Nq, Nk), for a relative time bias: a
+    token's time is the request's minus its ``age`` (IH events) or the request's (every
+    other token), so the gap is (key age - query age) days."""
+    return (k.ages()[:, None, :] - q.ages()[:, :, None]) * SECONDS_PER_DAY
 
 
 def attention_mask(

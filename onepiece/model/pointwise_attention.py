@@ -7,7 +7,9 @@ HSTU (Zhai et al. 2024, "Actions Speak Louder than Words") replaces softmax by
 masked by the same attention mask: a key's weight does not compete with the other keys',
 so the output is a plain sum over the allowed keys. ``alpha`` = 1 / sqrt(dh), as in the
 reference's later layers; ``rab`` is a learned relative attention bias (here over
-relative-position buckets, ``position_buckets``).
+relative-position buckets, ``position_buckets``, plus, with ``hstu_time_buckets``, one
+over log buckets of the time between the query's and the key's events, ``time_buckets``,
+as the reference's ``RelativeBucketedTimeAndPositionBasedBias``).
 
 ``n``: the reference divides by its padded maximum sequence length, a constant. Ours
 divides each query row by the number of keys it may attend to (valid and allowed by the
@@ -44,6 +46,13 @@ def position_buckets(distance: torch.Tensor, n_buckets: int) -> torch.Tensor:
     ).long()
     bucket = torch.where(d < EXACT_DISTANCES, d, far).clamp(max=n_buckets - 1)
     return bucket + n_buckets * (distance < 0).long()
+
+
+def time_buckets(seconds: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """Time between two tokens' events in seconds (any float shape) -> bucket in
+    [0, n_buckets]: floor(ln(max(|dt|, 1)) / 0.301), clamped to n_buckets, as the
+    reference's bucketisation (natural log; one bucket per factor e^0.301 = 1.35)."""
+    return (torch.log(seconds.abs().clamp(min=1.0)) / LOG_STEP).long().clamp(0, n_buckets)
 
 
 def allowed_keys(mask: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

@@ -44,8 +44,9 @@ class ContextPrefix:
     grid: torch.Tensor  # (G,) each group's cell in the flattened (R, G_max) grid
     rows: int  # R
     width: int  # G_max
-    #: HSTU attention: (R, 1, 1, N_ctx) distance from a group's rows (all at one position,
-    #: one past the context) to each context key (``masks.relative_distance``); None = none
+    #: HSTU attention: (R, 1|2, 1, N_ctx) distance from a group's rows (all at one position,
+    #: one past the context, at the request time) to each context key, and the time
+    #: buckets with ``hstu_time_buckets`` (``Reasoner._distance``); None = none
     distance: torch.Tensor | None = None
 
     @staticmethod

@@ -30,7 +30,9 @@ from onepiece.model.masks import (
     attention_mask,
     cut_masks,
     relative_distance,
+    relative_seconds,
 )
+from onepiece.model.pointwise_attention import time_buckets
 from onepiece.model.prefix_attention import ContextPrefix
 from onepiece.model.tokens import structural_embedding
 
@@ -72,11 +74,17 @@ class Reasoner(nn.Module):
         return cut_masks(q, k, cuts, **self._rules(), dtype=like.dtype)
 
     def _distance(self, q: Roles, k: Roles) -> torch.Tensor | None:
-        """HSTU attention: the relative distances (B, 1, Nq, Nk) its bias reads; None for
-        softmax attention (its positions are learned token embeddings)."""
+        """HSTU attention: what its bias reads (``backbone.RelativeBias``), the relative
+        distances (B, 1, Nq, Nk), with ``hstu_time_buckets`` stacked with the time buckets
+        of the query-key gaps (B, 2, Nq, Nk); None for softmax attention (its positions are
+        learned token embeddings). Computed once per pass, shared by the layers."""
         if self.config.attention != "hstu":
             return None
-        return relative_distance(q, k)[:, None]
+        distance = relative_distance(q, k)
+        if not self.config.hstu_time_buckets:
+            return distance[:, None]
+        time = time_buckets(relative_seconds(q, k), self.config.hstu_time_buckets)
+        return torch.stack([distance, time.expand_as(distance)], dim=1)
 
     def _block_roles(self, spec: BlockSpec, start: int) -> Roles:
         """Roles of all K reasoning blocks, positions start .. start + K*M - 1."""
@@ -143,8 +151,7 @@ class Reasoner(nn.Module):
             b0 = self.backbone(cands, mask, cache, prefix=prefix, distance=distance)
             return self._reason(b0, None, cand_roles, spec, cache, prefix)
         cache = context.gathered(group_context)  # the reference: the context copied per group
-        roles = dataclasses.replace(context_roles, valid=context_roles.valid.index_select(0, group_context))
-        roles = roles.cat(cand_roles)
+        roles = context_roles.rows(group_context).cat(cand_roles)
         mask, distance = self._mask(cand_roles, roles, cands), self._distance(cand_roles, roles)
         b0 = self.backbone(cands, mask, cache, distance=distance)  # (G, C, d)
         return self._reason(b0, None, roles, spec, cache)
@@ -182,7 +189,7 @@ class Reasoner(nn.Module):
         else:  # (R', h, N, dh) per layer
             ctx_keys = [t.index_select(0, contexts)[:, :, :n] for t in context.keys if t is not None]
             ctx_values = [t.index_select(0, contexts)[:, :, :n] for t in context.values if t is not None]
-        picked_roles = dataclasses.replace(context_roles, valid=context_roles.valid.index_select(0, contexts))
+        picked_roles = context_roles.rows(contexts)
         valid = picked_roles.valid
         mask = None
         if not bool(valid.all()):
@@ -191,7 +198,7 @@ class Reasoner(nn.Module):
         distance = None
         if self.config.attention == "hstu":  # a group's rows all sit one past the context
             one_row = Roles(rows.segment[:, :1], rows.block[:, :1], rows.slot[:, :1], rows.valid[:, :1], rows.index[:, :1])
-            distance = relative_distance(one_row, picked_roles)[:, None]  # (R', 1, 1, N)
+            distance = self._distance(one_row, picked_roles)  # (R', 1|2, 1, N)
         return ContextPrefix(
             keys=ctx_keys,
             values=ctx_values,

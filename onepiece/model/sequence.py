@@ -9,6 +9,9 @@ IH, PA and candidate sets of different lengths share one batch. Position signals
 * SD: its own positions (0 = user token, 1 = query token);
 * CIS: NO position (a position would leak the upstream order, and so the label).
 
+With HSTU's time buckets (``hstu_time_buckets``) the roles also carry each token's age
+(``Roles.age``): an IH event's ``ih_age_days``, 0 (the request time) for every other token.
+
 A learned segment-type embedding is added to every token. Candidates are tokens of the
 sequence only in ranking mode with block reasoning; otherwise the heads score them
 against the user state from their adapter vectors.
@@ -168,9 +171,12 @@ class ContextEncoder(nn.Module):
             matches = self.match_stats(x)
             cands = self.candidates(x.cand_item_cat, x.cand_item_num, matches)
             segments.append((SEG_CAND, cands, cand_valid, True))
-        tokens, seg_codes, valid, slot = [], [], [], []
+        tokens, seg_codes, valid, slot, age = [], [], [], [], []
+        timed = config.attention == "hstu" and config.hstu_time_buckets > 0  # only its bias reads ages
         for code, tok, ok, is_cand in segments:
             n = ok.shape[1]
+            if timed:  # days before the request: the IH events' ages; every other token 0
+                age.append(x.ih_age_days * ok if code == SEG_IH else torch.zeros(ok.shape, device=ok.device))
             tokens.append(tok + self.segment.weight[code])
             seg_codes.append(torch.full((1, n), code, dtype=torch.long, device=ok.device))
             valid.append(ok)
@@ -185,5 +191,6 @@ class ContextEncoder(nn.Module):
             slot=torch.cat(slot, dim=1),
             valid=torch.cat(valid, dim=1),
             index=torch.arange(n, device=seq.device)[None],
+            age=torch.cat(age, dim=1) if timed else None,
         )
         return Context(seq, roles, cand_valid, matches)

@@ -29,6 +29,9 @@ RANKING_DEFAULTS: Final[dict[str, Any]] = {
 EARLIER_INPUTS: Final[dict[str, Any]] = {k: getattr(ModelConfig(), k) for k in RANKING_DEFAULTS}
 _ONEPIECE = ModelConfig(name="onepiece", **RANKING_DEFAULTS)
 
+_HSTU: Final[dict[str, Any]] = {
+    "attention": "hstu", "causal": True, "candidates_visible": False, "num_steps": 0, "hstu_time_buckets": 128,
+}
 _CHANGES: Final[dict[str, dict[str, Any]]] = {
     # the product model: ranking, bidirectional, visible candidates, K=3 progressive
     "onepiece": {},
@@ -58,10 +61,11 @@ _CHANGES: Final[dict[str, dict[str, Any]]] = {
     # the earlier DLRM-style row, kept so that earlier results stay comparable: an MLP
     # over concatenated user, query, candidate and softmax target-attention pools
     "dlrm_mlp": {"backbone": "dlrm", "num_steps": 0, "use_pa": False, "dlrm_interaction": "concat"},
-    # HSTU: pointwise SiLU attention with a relative position bias, causal over the
-    # context, candidates as targets that see the history but not each other
-    "hstu": {"attention": "hstu", "causal": True, "candidates_visible": False, "num_steps": 0, "use_pa": False},
-    "hstu_pa": {"attention": "hstu", "causal": True, "candidates_visible": False, "num_steps": 0},
+    # HSTU: pointwise SiLU attention with a relative position and time bias (the
+    # reference's 128 log time buckets), causal over the context, candidates as targets
+    # that see the history but not each other
+    "hstu": {**_HSTU, "use_pa": False},
+    "hstu_pa": dict(_HSTU),
     # the earlier HSTU-style row: the same mask on softmax attention (earlier results)
     "hstu_softmax": {"causal": True, "candidates_visible": False, "num_steps": 0, "use_pa": False},
     "rearec": {"causal": True, "reasoning": "last_token", "use_pa": False},

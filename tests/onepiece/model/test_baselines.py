@@ -4,6 +4,7 @@ against a plain reference written out here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,12 +13,14 @@ import torch
 import torch.nn.functional as F
 from model_helpers import contexts_table, random_rows, tiny_config
 
+from onepiece.contract.schemas import TASKS
 from onepiece.model import OnePiece, score, tensorize
 from onepiece.model.backbone import HSTULayer, Layer
 from onepiece.model.config import ModelConfig
+from onepiece.model.inputs import ModelInputs
 from onepiece.model.dlrm import DINAttention, dot_interactions
-from onepiece.model.masks import SEG_CAND, SEG_IH, Roles, attention_mask, relative_distance
-from onepiece.model.pointwise_attention import pointwise_attention, position_buckets
+from onepiece.model.masks import SEG_CAND, SEG_IH, Roles, attention_mask, relative_distance, relative_seconds
+from onepiece.model.pointwise_attention import pointwise_attention, position_buckets, time_buckets
 from onepiece.model.variants import variant_config
 
 # --- HSTU attention ---------------------------------------------------------------
@@ -95,6 +98,62 @@ def test_position_buckets():
     assert int(position_buckets(torch.tensor(0), 32)) == 0
 
 
+def test_time_buckets_are_the_references_log_buckets():
+    """floor(ln(max(|dt|, 1)) / 0.301) clamped to the count, on known gaps in seconds."""
+    gaps = torch.tensor([0.0, 0.5, 1.0, 2.0, 60.0, 3600.0, 86400.0, -86400.0, 365 * 86400.0, 1e30])
+    want = [0, 0, 0, 2, 13, 27, 37, 37, 57, 128]  # ln 2 / 0.301 = 2.30; ln 60 / 0.301 = 13.6; ...
+    assert time_buckets(gaps, 128).tolist() == want
+    assert time_buckets(gaps, 30).tolist() == [min(w, 30) for w in want]  # the top bucket holds the rest
+
+
+def test_relative_seconds_are_key_age_minus_query_age():
+    """A token's time is the request's minus its age: an IH event 2 days old against a
+    candidate (age 0) is 2 days before it; tokens without ages sit at the request time."""
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    roles = dataclasses.replace(_roles(valid, 3), age=torch.tensor([[3.0, 2.0, 0.5, 0.0]]))
+    gap = relative_seconds(roles, roles)[0]
+    assert gap[3].tolist() == [3 * 86400.0, 2 * 86400.0, 0.5 * 86400.0, 0.0]  # the candidate's row
+    assert gap[1, 0] == 86400.0 and gap[0, 1] == -86400.0
+    no_age = _roles(valid, 3)
+    assert not relative_seconds(no_age, no_age).any()
+    cands = _roles(torch.ones(1, 2, dtype=torch.bool), 0)  # a group's own rows: request time
+    assert relative_seconds(cands, roles).tolist() == [[[3 * 86400.0, 2 * 86400.0, 43200.0, 0.0]] * 2]
+
+
+def _hstu_logits(model: OnePiece, x: ModelInputs) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(x, cached=False)
+    return torch.stack([out.logits[t] for t in TASKS], dim=-1) * out.cand_valid[..., None, None]
+
+
+@pytest.mark.parametrize("time_buckets_on", [True, False])
+def test_hstu_scores_read_the_event_ages_only_with_time_buckets(time_buckets_on):
+    torch.manual_seed(0)
+    config = tiny_config(attention="hstu", causal=True, candidates_visible=False, num_steps=0,
+                         hstu_time_buckets=128 if time_buckets_on else 0)
+    model = OnePiece(config).eval()
+    for layer in model.reasoner.backbone.layers:  # a bias large enough to show
+        assert (layer.rab.time_weight is not None) is time_buckets_on
+        torch.nn.init.normal_(layer.rab.weight, std=1.0)
+        if time_buckets_on:
+            torch.nn.init.normal_(layer.rab.time_weight, std=1.0)
+    x = tensorize(contexts_table(random_rows(6, seed=4)), config)
+    assert x.ih_age_days.max() > 0
+    older = ModelInputs(**(x.tensors() | {"ih_age_days": x.ih_age_days * 30}))  # hours -> days apart
+    moved = (_hstu_logits(model, older) - _hstu_logits(model, x)).abs().max()
+    if time_buckets_on:
+        assert moved > 1e-4
+    else:
+        assert moved == 0
+
+
+def test_time_buckets_need_hstu_attention():
+    with pytest.raises(ValueError, match="hstu_time_buckets=128 needs attention='hstu'"):
+        tiny_config(hstu_time_buckets=128)
+    with pytest.raises(ValueError, match="hstu_time_buckets must be >= 0"):
+        tiny_config(attention="hstu", hstu_time_buckets=-1)
+
+
 def test_relative_distance_counts_valid_positions_only():
     """Padding moves no position: the same sequence with extra padding in its context gives
     the same distances between its valid positions; candidates sit one past the context."""
@@ -151,10 +210,26 @@ def test_hstu_variants_are_pointwise_and_the_old_row_is_softmax():
 
 
 def test_an_old_config_json_rebuilds_the_old_models():
-    for name, field, before in (("hstu", "attention", "softmax"), ("dlrm", "dlrm_interaction", "concat")):
+    # (variant, the fields it had not yet (a field's later ones neither), the value in effect)
+    cases = (("hstu", ("attention", "hstu_time_buckets"), "softmax"), ("dlrm", ("dlrm_interaction",), "concat"),
+             ("hstu", ("hstu_time_buckets",), 0))
+    for name, fields, before in cases:
         data = json.loads(variant_config(name).to_json())
-        del data[field]  # written before the field existed
-        assert getattr(ModelConfig.from_json(json.dumps(data)), field) == before
+        for field in fields:
+            del data[field]  # written before the field existed
+        assert getattr(ModelConfig.from_json(json.dumps(data)), fields[0]) == before
+
+
+def test_an_hstu_checkpoint_from_before_time_buckets_loads_into_its_rebuilt_model():
+    """An HSTU config.json without ``hstu_time_buckets`` rebuilds a model without the time
+    weights, so its state dict (position bias only) loads strictly."""
+    sizes = {k: getattr(tiny_config(), k) for k in ("d_model", "id_dim", "side_dim", "item_vocab")}
+    data = json.loads(variant_config("hstu", **sizes).to_json())
+    del data["hstu_time_buckets"]
+    old_config = ModelConfig.from_json(json.dumps(data))
+    state = {k: v for k, v in OnePiece(variant_config("hstu", **sizes)).state_dict().items() if "time_weight" not in k}
+    OnePiece(old_config).load_state_dict(state, strict=True)
+    assert variant_config("hstu").hstu_time_buckets == variant_config("hstu_pa").hstu_time_buckets == 128
 
 
 @pytest.mark.parametrize("variant", ["hstu", "hstu_pa"])

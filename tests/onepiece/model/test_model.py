@@ -10,6 +10,7 @@ from model_helpers import contexts_table, random_rows, tiny_config
 
 from onepiece.contract.schemas import TASKS
 from onepiece.model import OnePiece, score, tensorize
+from onepiece.model.backbone import RelativeBias
 from onepiece.model.inputs import ModelInputs, candidate_scores
 
 
@@ -91,11 +92,16 @@ def test_padding_does_not_change_real_outputs(variant):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"candidates_visible": False}, {"causal": True}, {"mode": "retrieval", "num_steps": 2},
-     {"reasoning": "last_token", "causal": True}],
-    ids=["onepiece", "invisible", "causal", "retrieval", "rearec"],
+     {"reasoning": "last_token", "causal": True},
+     {"attention": "hstu", "causal": True, "candidates_visible": False, "hstu_time_buckets": 128}],
+    ids=["onepiece", "invisible", "causal", "retrieval", "rearec", "hstu_time"],
 )
 def test_kv_cache_equals_full_recomputation(overrides):
     model, config = _model(num_steps=3, **overrides) if "num_steps" not in overrides else _model(**overrides)
+    for module in model.modules():  # HSTU: a relative position and time bias large enough to show
+        if isinstance(module, RelativeBias):
+            torch.nn.init.normal_(module.weight, std=1.0)
+            torch.nn.init.normal_(module.time_weight, std=1.0)
     x = tensorize(contexts_table(random_rows(6, seed=2)), config)
     with torch.no_grad():
         cached, full = model(x, cached=True), model(x, cached=False)

@@ -18,6 +18,13 @@ from onepiece.model.inputs import CONTEXT_TENSORS, ModelInputs
 from onepiece.model.masks import SEG_CAND, Roles, attention_mask
 
 SHARED = {"context_sees_candidates": False}
+#: The attention layers the exactness tests run: softmax, HSTU with its position bias, and
+#: HSTU with the time buckets as well (the IH rows' events are hours apart).
+ATTENTION = {
+    "softmax": {"attention": "softmax"},
+    "hstu": {"attention": "hstu"},
+    "hstu_time": {"attention": "hstu", "hstu_time_buckets": 128},
+}
 
 
 def _table(n: int = 7, seed: int = 3, max_cands: int = 11):
@@ -32,10 +39,13 @@ def _model(**overrides) -> OnePiece:
 
 
 def _strong_relative_bias(model: OnePiece) -> None:
-    """HSTU layers: a relative-position bias large enough that a wrong position shows."""
+    """HSTU layers: a relative position (and time) bias large enough that a wrong position
+    or time shows."""
     for module in model.modules():
         if isinstance(module, RelativeBias):
             torch.nn.init.normal_(module.weight, std=1.0)
+            if module.time_weight is not None:
+                torch.nn.init.normal_(module.time_weight, std=1.0)
 
 
 def _stacked(model: OnePiece, x: ModelInputs, **kwargs) -> torch.Tensor:
@@ -96,11 +106,11 @@ def test_contexts_selects_contexts_with_all_their_groups():
     assert torch.equal(part.cand_item_cat, shared.cand_item_cat[groups])
 
 
-@pytest.mark.parametrize("attention", ["softmax", "hstu"])
+@pytest.mark.parametrize("attention", list(ATTENTION))
 @pytest.mark.parametrize("num_steps", [0, 3])
 @pytest.mark.parametrize("head_reads_sd", [False, True])
 def test_shared_path_equals_every_group_as_its_own_sequence(num_steps, head_reads_sd, attention):
-    model = _model(**SHARED, num_steps=num_steps, head_reads_sd=head_reads_sd, attention=attention)
+    model = _model(**SHARED, num_steps=num_steps, head_reads_sd=head_reads_sd, **ATTENTION[attention])
     _strong_relative_bias(model)
     assert model.shares_context
     table = _table()
@@ -112,10 +122,10 @@ def test_shared_path_equals_every_group_as_its_own_sequence(num_steps, head_read
     assert reference.abs().max() > 1e-3  # the comparison is not between zeros
 
 
-@pytest.mark.parametrize("attention", ["softmax", "hstu"])
+@pytest.mark.parametrize("attention", list(ATTENTION))
 @pytest.mark.parametrize("num_steps", [0, 3])
 def test_score_on_the_shared_layout_equals_per_group_scoring(num_steps, attention):
-    model = _model(**SHARED, num_steps=num_steps, attention=attention)
+    model = _model(**SHARED, num_steps=num_steps, **ATTENTION[attention])
     _strong_relative_bias(model)
     table = _table(n=12, seed=8, max_cands=30)
     per_sequence = score(model, tensorize(table, model.config), trim=False, chunk_size=0)
@@ -211,11 +221,11 @@ def test_a_2000_candidate_request_is_scored_in_bounded_micro_batches(monkeypatch
         assert (got[task][:500] > 0).all()
 
 
-@pytest.mark.parametrize("attention", ["softmax", "hstu"])
+@pytest.mark.parametrize("attention", list(ATTENTION))
 def test_training_through_the_shared_layout_matches_per_sequence_gradients(attention):
     torch.manual_seed(0)
     # id_dropout off: its random draws depend on the layout, the gradients' equality does not
-    model = OnePiece(tiny_config(**SHARED, head_reads_sd=True, attention=attention, id_dropout=0.0)).train()
+    model = OnePiece(tiny_config(**SHARED, head_reads_sd=True, **ATTENTION[attention], id_dropout=0.0)).train()
     _strong_relative_bias(model)
     table = _table()
     weights = {}
@@ -236,13 +246,13 @@ def test_training_through_the_shared_layout_matches_per_sequence_gradients(atten
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("attention", ["softmax", "hstu"])
+@pytest.mark.parametrize("attention", list(ATTENTION))
 @pytest.mark.parametrize("num_steps", [0, 3])
 def test_folding_groups_over_the_context_equals_copying_it_per_group(num_steps, attention):
     """Serving folds a request's groups against its context (``prefix_attention``); the
     reference copies the context's keys and values into every group. Same outputs, with
     groups of several requests interleaved in any order and unequal group counts."""
-    model = _model(**SHARED, num_steps=num_steps, n_heads=2, attention=attention)
+    model = _model(**SHARED, num_steps=num_steps, n_heads=2, **ATTENTION[attention])
     _strong_relative_bias(model)
     shared = tensorize(_table(n=9, seed=5, max_cands=17), model.config, shared_context=True)
     room = shared.cand_item_cat.shape[1] * (num_steps + 1)
