@@ -28,7 +28,7 @@ def ablation_command(
         str, typer.Option(help="'feast' (the feature repo) or 'snapshots' (ASOF joins on the tables).")
     ] = "feast",
     epochs: Annotated[
-        int | None, typer.Option(help="Maximum epochs per row (default: AblationConfig.epochs, 6).")
+        int | None, typer.Option(help="Maximum epochs per row (default: AblationConfig.epochs, 12).")
     ] = None,
     lr: Annotated[
         float | None, typer.Option(help="AdamW learning rate of every row (default: AblationConfig.lr, 2e-3).")
@@ -48,7 +48,7 @@ def ablation_command(
     patience: Annotated[
         int | None,
         typer.Option(help="Epochs without a better validation click AUC before a row stops (default: "
-                     "AblationConfig.patience, 2)."),
+                     "AblationConfig.patience, 3)."),
     ] = None,
     max_train_requests: Annotated[int, typer.Option(help="Training requests sampled (0 = all).")] = 1500,
     max_test_requests: Annotated[int, typer.Option(help="Test requests sampled (0 = all).")] = 600,
