@@ -117,7 +117,7 @@ class AblationConfig:
     #: 12 epochs, patience 3 (was 6 and 2; before that 3 and 1): at 6 epochs onePiece was
     #: often best at the last one, so the cap ended it, not early stopping. With 12 and 3
     #: it gained +0.005 click AUC at PA(30) (3 seeds, docs/results.md, issue 17 session
-    #: 14) while DLRM, which stops by its fifth epoch, is unchanged.
+    #: 14); DLRM at PA(90) stopped by its fifth epoch either way.
     epochs: int = 12
     batch_size: int = 64
     lr: float = 2e-3

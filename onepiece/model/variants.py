@@ -20,7 +20,8 @@ from onepiece.model.config import ModelConfig
 #: config.json written before keeps its model.
 #: And PA(30), 10 anchors per group instead of ModelConfig's 30 (issue 17 session 14, 3
 #: seeds: onePiece +0.007 click AUC, -0.002..+0.014, and GAUC +0.009, +0.002..+0.016,
-#: against PA(90); the paper found longer PA better, this world does not).
+#: against PA(90); the paper found longer PA better, this world does not). DLRM reads it
+#: too, through the PA membership flags of the match statistics.
 RANKING_DEFAULTS: Final[dict[str, Any]] = {
     "context_match_features": True,
     "wide_numerics": True,
