@@ -105,7 +105,8 @@ def gbdt_row_config(variant: str, base: GBDTConfig | None = None) -> GBDTConfig:
 @dataclass(frozen=True)
 class AblationConfig:
     """The shared budget of every row (ours: every default row on the default world took
-    24.5 min at 6 epochs, patience 2, split included; docs/results.md, session 14)."""
+    24.5 min at 6 epochs, patience 2, and 45 min at 12 epochs, patience 3, with other work
+    beside it, split included; docs/results.md, session 14)."""
 
     #: The split's sampling and the first training seed.
     seed: int = 0
