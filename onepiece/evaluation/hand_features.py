@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from onepiece.contract.schemas import EVENT_TYPE_CODE, PA_GROUPS
 from onepiece.evaluation.anchor_signal import anchor_membership
-from onepiece.model.inputs import group_median
+from onepiece.model.inputs import MICROS_PER_DAY, group_median
 from onepiece.model.matches import RECENCY_EVENTS, TAU_DAYS
 
 #: IH keys matched against the candidate, as (feature prefix, column suffix).
@@ -55,7 +55,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     + tuple(f"pa_{g}" for g in PA_GROUPS)
     + tuple(f"ih_{key}_{stat}" for key, _ in IH_KEYS for stat in IH_STATS)
 )
-_DAY_US = 86_400 * 1_000_000
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,7 @@ def hand_features(
     starts = np.concatenate([[0], np.cumsum(ih_length)[:-1]])
     back = (ih_length[ih_request] - 1 - (np.arange(len(ih_request)) - starts[ih_request])).astype(np.float64)
     as_of = np.asarray(pc.cast(rows["as_of"], pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-    age_days = (as_of[ih_request] - _ids(rows, "ih_ts")) / _DAY_US
+    age_days = (as_of[ih_request] - _ids(rows, "ih_ts")) / MICROS_PER_DAY
     event = _ids(rows, "ih_event_type")
     ih_columns = np.column_stack(
         [np.ones(len(ih_request)), np.exp(-back / config.tau_events), np.exp(-age_days / config.tau_days)]

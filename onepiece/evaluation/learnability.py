@@ -180,7 +180,7 @@ EMBEDDING_SCALE: dict[str, Any] = dict(id_embedding_std=1.0, side_embedding_std=
 #: matches, so the rules would be read off an input), no id admission (the PA rule needs
 #: every item id) and no candidate-set numerics. The check is that attention learns the
 #: match from the ids in the context. The PA length is the check's own (``MODEL_SIZES``).
-ATTENTION_ONLY: dict[str, Any] = {k: v for k, v in EARLIER_INPUTS.items() if k != "pa_per_group"}
+ATTENTION_ONLY: dict[str, Any] = dict(EARLIER_INPUTS)
 MODEL_OVERRIDES: dict[str, Any] = MODEL_SIZES | EMBEDDING_SCALE | ATTENTION_ONLY
 #: Patience 6: the click AUC sits at ~0.5 for the first 2-8 epochs before it climbs;
 #: 40 epochs: ReaRec on the category rule was still climbing at 30 (0.957, 0.954).

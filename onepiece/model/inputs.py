@@ -548,7 +548,9 @@ def _segment_names(segment: str) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-_DAY_US: Final = 86_400 * 1_000_000
+#: Event ages in the tensor contract are in days; timestamps are int64 microseconds.
+SECONDS_PER_DAY: Final = 86_400
+MICROS_PER_DAY: Final = SECONDS_PER_DAY * 1_000_000
 
 
 def _micros(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -574,7 +576,7 @@ def _ih_age_days(table: pa.Table, lengths: np.ndarray, rows: np.ndarray, source:
     as_of = _micros(_list_column(table, "as_of")).to_numpy(zero_copy_only=False)
     age = np.zeros(len(rows), np.float64)
     listed = present[rows]
-    age[listed] = np.where(known, (as_of[rows[listed]] - stamps) / _DAY_US, 0.0)
+    age[listed] = np.where(known, (as_of[rows[listed]] - stamps) / MICROS_PER_DAY, 0.0)
     return np.maximum(age, 0.0).astype(np.float32)
 
 

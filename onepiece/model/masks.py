@@ -40,10 +40,11 @@ from dataclasses import dataclass
 
 import torch
 
+from onepiece.model.inputs import SECONDS_PER_DAY
+
 SEG_IH, SEG_PA, SEG_SD, SEG_CAND, SEG_REASON = range(5)
 N_SEGMENTS = 5
 MASKED = -1e9  # additive; finite so fully masked (padding) rows stay finite
-SECONDS_PER_DAY = 86400.0
 
 
 @dataclass

@@ -22,16 +22,20 @@ from onepiece.model.config import ModelConfig
 #: seeds: onePiece +0.007 click AUC, -0.002..+0.014, and GAUC +0.009, +0.002..+0.016,
 #: against PA(90); the paper found longer PA better, this world does not). DLRM reads it
 #: too, through the PA membership flags of the match statistics.
-RANKING_DEFAULTS: Final[dict[str, Any]] = {
+RANKING_INPUTS: Final[dict[str, Any]] = {
     "context_match_features": True,
     "wide_numerics": True,
     "candidate_set_features": True,
     "id_min_count": 20,
-    "pa_per_group": 10,
 }
-#: The same fields as ModelConfig has them: the retrieval rows (their candidates are
-#: scored by a dot product against an item index, every id of which must be searchable).
-EARLIER_INPUTS: Final[dict[str, Any]] = {k: getattr(ModelConfig(), k) for k in RANKING_DEFAULTS}
+RANKING_PA: Final[dict[str, Any]] = {"pa_per_group": 10}
+RANKING_DEFAULTS: Final[dict[str, Any]] = RANKING_INPUTS | RANKING_PA
+#: The input switches as ModelConfig has them (the learnability check reads these).
+EARLIER_INPUTS: Final[dict[str, Any]] = {k: getattr(ModelConfig(), k) for k in RANKING_INPUTS}
+#: Every ranking default as ModelConfig has it: the retrieval rows (their candidates are
+#: scored by a dot product against an item index, every id of which must be searchable;
+#: they keep PA(90)).
+EARLIER_DEFAULTS: Final[dict[str, Any]] = {k: getattr(ModelConfig(), k) for k in RANKING_DEFAULTS}
 _ONEPIECE = ModelConfig(name="onepiece", **RANKING_DEFAULTS)
 
 _HSTU: Final[dict[str, Any]] = {
@@ -58,7 +62,7 @@ _CHANGES: Final[dict[str, dict[str, Any]]] = {
     "onepiece_k2": {"num_steps": 2},
     "onepiece_last_step": {"supervision": "last_step"},
     # retrieval mode (K = 2: impression, then click)
-    "onepiece_retrieval": {"mode": "retrieval", "num_steps": 2, **EARLIER_INPUTS},
+    "onepiece_retrieval": {"mode": "retrieval", "num_steps": 2, **EARLIER_DEFAULTS},
     # baselines (docs section 7: the faithful forms)
     # DLRM: bottom MLP, embeddings and DIN target attention over the IH, pairwise dot
     # products into the top MLP
