@@ -1,4 +1,5 @@
-"""``onepiece ml100k`` and ``onepiece ablation``: the real-data check and the paper's table."""
+"""``onepiece ml100k``, ``onepiece ablation`` and ``onepiece compare``: the real-data check, the
+paper's table, and paired intervals between rows of finished runs."""
 
 from __future__ import annotations
 
@@ -234,6 +235,69 @@ def ablation_command(
         d = claim.difference
         interval = f" (d = {d.delta:+.4f}, 95% CI {d.low:+.4f}..{d.high:+.4f})" if d else ""
         console.print(f"{claim.verdict.upper() if claim.verdict == 'fails' else claim.verdict}: {claim.text}{interval}")
+
+
+@app.command("compare")
+@friendly_errors
+def compare_command(
+    a: Annotated[str, typer.Option("--a", help="Row A, e.g. onepiece.")],
+    b: Annotated[str, typer.Option("--b", help="Row B, e.g. dlrm.")],
+    runs: Annotated[
+        str,
+        typer.Option(help="Comma-separated `onepiece ablation --out` directories holding row A, one per split "
+                     "(world or test day)."),
+    ],
+    b_runs: Annotated[
+        str | None,
+        typer.Option(help="The directories holding row B, in the same order (default: --runs); the i-th run of "
+                     "each must share a split (the same test candidates)."),
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="Request resamples of the paired bootstrap.")] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Also write the comparison to this JSON file.")] = None,
+) -> None:
+    """Click AUC and GAUC of row A minus row B with a paired bootstrap 95% interval and a
+    verdict (holds, fails, within noise), read from finished runs' test_scores.parquet:
+    two rows of one run, the same row in two runs on one split (--b-runs, e.g. a changed
+    --set), or several splits at once, pooled (the mean of the splits' differences; each
+    resample draws every split's test requests and training seeds)."""
+    from rich import box
+    from rich.table import Table
+
+    from onepiece.errors import UserError
+    from onepiece.evaluation.compare import METRICS, compare_runs
+    from onepiece.evaluation.significance import WITHIN_NOISE, Difference
+    from onepiece.storage import write_json_atomic
+
+    if resamples < 1:
+        raise UserError("--resamples must be at least 1")
+    a_runs = [Path(r.strip()) for r in runs.split(",") if r.strip()]
+    other = [Path(r.strip()) for r in b_runs.split(",") if r.strip()] if b_runs else a_runs
+    comparison = compare_runs(a, b, a_runs, other, resamples)
+    table = Table(title=f"A = {a}, B = {b}: click AUC and GAUC, paired bootstrap 95% intervals",
+                  box=box.SIMPLE_HEAD)
+    for column in ("split", "metric", "A", "B", "A - B", "95% interval", "verdict"):
+        table.add_column(column, justify="left" if column in ("split", "metric", "verdict") else "right",
+                         no_wrap=True, min_width=len(WITHIN_NOISE) if column == "verdict" else None)
+
+    def add(name: str, metric: str, d: Difference, means: tuple[float, float] | None) -> None:
+        a_mean, b_mean = (f"{m:.4f}" for m in means) if means else ("", "")
+        table.add_row(name, metric.upper(), a_mean, b_mean, f"{d.delta:+.4f}",
+                      f"{d.low:+.4f}..{d.high:+.4f}", d.verdict)
+
+    for i, split in enumerate(comparison.splits, 1):
+        for metric in METRICS:
+            add(str(i), metric, split.difference(metric), split.means[metric])
+    if len(comparison.splits) > 1:
+        for metric in METRICS:
+            add("pooled", metric, comparison.pooled(metric), None)
+    console.print(table)
+    for i, split in enumerate(comparison.splits, 1):
+        same = split.a.path == split.b.path
+        runs_text = split.a.path.parent if same else f"{split.a.path.parent} and {split.b.path.parent}"
+        console.print(f"split {i}: {runs_text} ({len(split.a.by_seed)} seed(s))", highlight=False, soft_wrap=True)
+    if out is not None:
+        write_json_atomic(comparison.to_json(), out)
+        console.print(f"wrote {out}")
 
 
 def build_day_split(root: str, target: Path, side_features: str) -> tuple:

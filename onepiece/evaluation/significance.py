@@ -129,16 +129,47 @@ def paired_difference(
     seeds with replacement, so the interval holds the training noise as well as the test
     day's (a hierarchical bootstrap). With one seed it holds the test day's noise only.
     """
+    return pooled_difference([seed_resampled_difference(full, draws, a, b, seed)], level)
+
+
+@dataclass(frozen=True)
+class ResampledDifference:
+    """One split's A - B: each seed's difference on the full data, and the two-level
+    bootstrap's seed-averaged difference on every resample ([resamples], NaN where a
+    resample had one class only)."""
+
+    per_seed: tuple[float, ...]
+    resampled: np.ndarray
+
+
+def seed_resampled_difference(
+    full: dict[str, float], draws: dict[str, np.ndarray], a: list[str], b: list[str], seed: int = 0
+) -> ResampledDifference:
+    """``paired_difference``'s draws before the interval (same arguments)."""
     per_seed = tuple(full[x] - full[y] for x, y in zip(a, b, strict=True))
     by_seed = np.stack([draws[x] - draws[y] for x, y in zip(a, b, strict=True)])  # [seeds, resamples]
     n_seeds, resamples = by_seed.shape
     picked = np.random.default_rng(seed).integers(0, n_seeds, size=(resamples, n_seeds))
-    resampled = by_seed[picked, np.arange(resamples)[:, None]].mean(axis=1)
+    return ResampledDifference(per_seed, by_seed[picked, np.arange(resamples)[:, None]].mean(axis=1))
+
+
+def pooled_difference(splits: list[ResampledDifference], level: float = 0.95) -> Difference:
+    """The mean over independent splits (test days, worlds) of each split's seed-averaged
+    difference. The splits share nothing, so the pooled resample i is the mean of every
+    split's resample i; with one split this is ``paired_difference``. ``per_seed`` and
+    ``seed_std`` run over every split's seeds."""
+    if not splits:
+        raise ValueError("pooled_difference needs at least one split")
+    lengths = {len(s.resampled) for s in splits}
+    if len(lengths) > 1:
+        raise ValueError(f"every split needs the same number of resamples, got {sorted(lengths)}")
+    resampled = np.mean([s.resampled for s in splits], axis=0)
     resampled = resampled[~np.isnan(resampled)]
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(resampled, [tail, 100 - tail]) if resampled.size else (np.nan, np.nan)
+    per_seed = tuple(d for s in splits for d in s.per_seed)
     return Difference(
-        delta=float(np.mean(per_seed)),
+        delta=float(np.mean([np.mean(s.per_seed) for s in splits])),
         low=float(low),
         high=float(high),
         seed_std=float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
