@@ -48,9 +48,9 @@ def test_synthetic_contexts_follow_the_contract_and_the_rule(rule: str) -> None:
 #: (variant, rule) pairs; the PA rule only for the variants that read the PA. Left out:
 #: rearec_pa on pa_clicked, which does not learn the rule within the budget (click AUC
 #: 0.50 with patience 6, 0.70 after 30 epochs at train AUC 0.97; see the module).
-CASES = [(v, "ih_category") for v in ("onepiece", "onepiece_shared", "hstu", "hstu_pa", "rearec", "rearec_pa", "dlrm",
-                                      "dlrm_pa")]
-CASES += [(v, "pa_clicked") for v in ("onepiece", "onepiece_shared", "hstu_pa", "dlrm_pa")]
+ONEPIECE_MASKS = ("onepiece", "onepiece_shared", "onepiece_invisible")
+CASES = [(v, "ih_category") for v in (*ONEPIECE_MASKS, "hstu", "hstu_pa", "rearec", "rearec_pa", "dlrm", "dlrm_pa")]
+CASES += [(v, "pa_clicked") for v in (*ONEPIECE_MASKS, "hstu_pa", "dlrm_pa")]
 
 
 @pytest.mark.slow
