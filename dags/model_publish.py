@@ -51,6 +51,7 @@ def _config(context):
         **shared_params("data", "model_repo", "triton_urls", "feature_repo"),
         "checkpoint": Param("", type="string", description="Checkpoint directory to publish; empty: train one."),
         "variant": Param(PRODUCT_VARIANT, type="string", description="Model variant to train."),
+        "layout_change": Param("refuse", enum=["refuse", "replace"], description="A new version needing another tensor layout than the loaded versions (e.g. the first onepiece_invisible after onepiece ones): refuse before training, or replace (serve the new layout; older versions stay on disk, unloaded)."),
         "epochs": Param(4, type="integer", minimum=1),
         "batch_size": Param(64, type="integer", minimum=1),
         "train_days": Param(0, type="integer", minimum=0, description="Days with candidates before the held-out one to train on; 0: all."),

@@ -112,9 +112,17 @@ def export(
     cpu_threads: Annotated[
         int, typer.Option(help="torch threads per CPU instance (scale with --instance-count).")
     ] = 1,
+    layout_change: Annotated[
+        str, typer.Option(help="When the checkpoint needs another tensor layout than the loaded versions: "
+                               "refuse, or replace (serve the new layout; older versions stay on disk, unloaded).")
+    ] = "refuse",
 ) -> None:
     """Write a checkpoint as a version of onepiece_ranker (a retrieval checkpoint: of
-    onepiece_user_tower) and regenerate config.pbtxt."""
+    onepiece_user_tower) and regenerate config.pbtxt.
+
+    One config.pbtxt declares one tensor layout: per-group (the paper's mask) or shared
+    context (a context blind to the candidates, e.g. onepiece_invisible). A checkpoint of
+    the other layout than the loaded versions is refused unless --layout-change replace."""
     from onepiece.errors import UserError
     from onepiece.serving.export import ExportConfig, export_checkpoint
 
@@ -129,6 +137,7 @@ def export(
         instance_count=instance_count,
         latest_versions=latest_versions,
         cpu_threads=cpu_threads,
+        layout_change=layout_change,  # type: ignore[arg-type]  (checked by ExportConfig)
     )
     written = export_checkpoint(checkpoint, model_repo, version=version, config=config)
     console.print(f"exported {checkpoint} -> {written}", highlight=False)

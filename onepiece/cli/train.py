@@ -16,11 +16,12 @@ VariantOption = Annotated[
     str,
     typer.Option(
         "--variant",
-        help="Named model variant (onepiece: the product default, the paper's mask; onepiece_shared: "
-        "its context encoded once per request; dlrm, dlrm_pa, hstu, hstu_pa (the faithful baselines), "
+        help="Named model variant (onepiece_invisible: the product default, candidates mutually invisible, "
+        "its context encoded once per request; onepiece: the paper's mask; onepiece_shared; "
+        "dlrm, dlrm_pa, hstu, hstu_pa (the faithful baselines), "
         "dlrm_mlp, hstu_softmax (the earlier ones), rearec, rearec_pa, "
         "onepiece_ids_only, onepiece_no_pa, onepiece_no_sd, onepiece_causal, "
-        "onepiece_invisible, onepiece_k1, onepiece_k2, onepiece_last_step, "
+        "onepiece_k1, onepiece_k2, onepiece_last_step, "
         "onepiece_retrieval, ...).",
     ),
 ]

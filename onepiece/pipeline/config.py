@@ -260,17 +260,15 @@ class RegistryConfig:
         )
 
 
-#: The variant the product trains and publishes by default: the paper's mask for now.
-#: ``onepiece_shared`` (the context never sees the candidates, so it is encoded once per
-#: request; 2.8-2.9x the candidates/s in process) measured within noise of it at the
-#: default ablation budget (1,500 requests, 3 seeds: click AUC +0.0003, -0.0088..+0.0086;
-#: -0.0034, -0.0113..+0.0040 with issue 17's embedding defaults), but trained on all
-#: 27,015 training requests it scored 0.779 against DLRM's 0.819 (docs/results.md): until
-#: the paper's mask is measured on the same budget, the product keeps it.
-#: ``onepiece_invisible`` (also a shared context) is the measured better default (issue 17
-#: session 15, three worlds: never behind this mask, within noise of DLRM on each); the
-#: switch waits for an export upgrade path, since it serves with the other tensor layout.
-PRODUCT_VARIANT = "onepiece"
+#: The variant the product trains and publishes by default: ``onepiece_invisible``, the
+#: paper's bidirectional mask with the candidates mutually invisible (issue 17, sessions
+#: 15-16, 3 seeds on three worlds: never behind the paper's mask, pooled +0.002 click AUC;
+#: within noise of DLRM on each world; docs/results.md). Its context never sees the
+#: candidates, so it is served with the shared-context layout: each request's context is
+#: encoded once, and a candidate's score does not depend on its group. A repository
+#: serving paper-mask versions (``onepiece``, the per-group layout) switches with
+#: ``layout_change="replace"`` (``ExportConfig``).
+PRODUCT_VARIANT = "onepiece_invisible"
 #: The retrieval model the ``model_publish`` DAG trains beside the ranker when asked.
 RETRIEVAL_VARIANT = "onepiece_retrieval"
 
@@ -306,6 +304,14 @@ class PublishConfig:
     #: The ``retrieval`` task: also train ``RETRIEVAL_VARIANT`` on the same days and
     #: publish it as the next onepiece_user_tower version with its item index.
     retrieval: bool = False
+    #: A new version whose tensor layout differs from the loaded versions' (the first
+    #: shared-context model after paper-mask ones): "refuse" (checked before training) or
+    #: "replace" (serve the new layout; the older versions stay on disk, unloaded).
+    layout_change: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.layout_change not in ("refuse", "replace"):
+            raise UserError(f"layout_change must be refuse or replace, got {self.layout_change!r}")
 
     @classmethod
     def from_params(
@@ -333,6 +339,7 @@ class PublishConfig:
             feature_repo=_feature_repo(params, env),
             beam=BeamConfig.from_params(params, env),
             retrieval=bool(params.get("retrieval", False)),
+            layout_change=str(params.get("layout_change") or "refuse"),
         )
 
 

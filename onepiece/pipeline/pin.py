@@ -56,10 +56,12 @@ def write_pin(data: str, model_name: str, version: int, **details: Any) -> dict[
 def pin_version(data: str, model_repo: str | Path, model_name: str, version: int | None, rollback: bool) -> dict[str, Any]:
     """Pin an exported ``version`` by hand, or with ``rollback`` the pin's previous version.
 
-    The version must be exported in ``model_repo`` (the served weights); the pin records
-    the version it replaces, so a rollback can itself be rolled back.
+    The version must be exported in ``model_repo`` (the served weights) and loaded by its
+    version policy (a version of a layout the repository no longer serves is refused with
+    the way back: export it again); the pin records the version it replaces, so a
+    rollback can itself be rolled back.
     """
-    from onepiece.serving.export import check_exported
+    from onepiece.serving.export import check_served
 
     current = read_pin(data, model_name)
     if rollback:
@@ -70,7 +72,5 @@ def pin_version(data: str, model_repo: str | Path, model_name: str, version: int
         version = int(current["previous_version"])
     if version is None:
         raise UserError("give the version to pin, or --rollback")
-    exported = check_exported(model_repo, model_name)
-    if version not in exported:
-        raise UserError(f"model {model_name} version {version} is not exported in {model_repo} (exported: {exported})")
+    check_served(model_repo, model_name, version)  # exported, and loaded by the version policy
     return write_pin(data, model_name, version, pinned_by="rollback" if rollback else "hand")

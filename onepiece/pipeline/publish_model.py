@@ -88,7 +88,9 @@ def datasets(config: PublishConfig, run_key: str) -> dict[str, Any]:
     eval_day = days[-1]
     train_days = days[:-1][-config.train_days :] if config.train_days else days[:-1]
     work = work_dir(config, run_key)
-    source = _side_source(config, _model_config(config).feature_service)
+    model_config = _model_config(config)
+    _check_layout_change(config, model_config)  # before any expensive work
+    source = _side_source(config, model_config.feature_service)
     beam = BeamSettings(config.beam.runner, config.beam.workers, config.beam.args)
     run_trainset(config.data, eval_day, eval_day, work / "eval", AssemblyConfig(), source, beam)
     trains = not config.checkpoint or config.retrieval  # a model to train: the ranker, the retrieval one
@@ -230,17 +232,43 @@ def gate(config: PublishConfig, evaluation: dict[str, Any]) -> dict[str, Any]:
     return {"passed": True, "margin": None if serving is None else candidate - serving}
 
 
+def _export_config(config: PublishConfig):
+    from onepiece.serving.export import ExportConfig
+
+    return ExportConfig(model_name=config.serving.model_name, layout_change=config.layout_change)  # type: ignore[arg-type]
+
+
+def _check_layout_change(config: PublishConfig, model_config) -> None:
+    """The export's layout check, run before training: a version of another tensor layout
+    than the loaded ones needs ``layout_change="replace"``."""
+    from onepiece.serving.export import CONFIG_FILE, check_layout_change, exported_versions, model_name_for
+
+    if model_name_for(model_config) != config.serving.model_name:
+        return  # export refuses a checkpoint of the other model with its own message
+    existing = exported_versions(Path(config.serving.model_repo) / config.serving.model_name)
+    configs = {v: (p / CONFIG_FILE).read_text() for v, p in existing.items() if (p / CONFIG_FILE).is_file()}
+    check_layout_change(_export_config(config), configs, max(existing, default=0) + 1, model_config.to_json())
+
+
 def export(config: PublishConfig, checkpoint: str) -> dict[str, Any]:
-    """Export the checkpoint as the next version (or find the version it already is)."""
-    from onepiece.serving.export import export_checkpoint, exported_versions, model_digest
+    """Export the checkpoint as the next version (or find the version it already is).
+    Records the served layout, and the versions a layout change left unloaded."""
+    from onepiece.serving.export import (
+        CONFIG_FILE, export_checkpoint, exported_versions, model_digest, served_versions, version_layouts,
+    )
 
     model_dir = Path(config.serving.model_repo) / config.serving.model_name
     wanted = model_digest(checkpoint)
-    for version, path in sorted(exported_versions(model_dir).items()):
-        if model_digest(path) == wanted:
-            return {"version": version, "exported": False}
-    written = export_checkpoint(checkpoint, config.serving.model_repo)
-    return {"version": int(written.name), "exported": True}
+    found = [v for v, path in sorted(exported_versions(model_dir).items()) if model_digest(path) == wanted]
+    if found:
+        version, exported = found[0], False
+    else:
+        version = int(export_checkpoint(checkpoint, config.serving.model_repo, config=_export_config(config)).name)
+        exported = True
+    layouts = version_layouts({v: (p / CONFIG_FILE).read_text() for v, p in exported_versions(model_dir).items()})
+    loaded = served_versions(layouts, _export_config(config).latest_versions)
+    return {"version": version, "exported": exported, "layout": layouts[version], "loaded_versions": loaded,
+            "unloaded_by_layout_change": sorted(v for v, lay in layouts.items() if lay != layouts[max(layouts)])}
 
 
 # --- calibrate ------------------------------------------------------------------------

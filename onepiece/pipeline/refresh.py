@@ -236,15 +236,6 @@ def merge_document(config: RefreshConfig, start: dt.datetime) -> dict[str, Any] 
 # --- ensure_model_served --------------------------------------------------------------
 
 
-def _loaded_versions(model_dir: Path, exported: list[int]) -> list[int]:
-    """The versions Triton loads under the model's version policy (config.pbtxt)."""
-    import re
-
-    text = (model_dir / "config.pbtxt").read_text() if (model_dir / "config.pbtxt").is_file() else ""
-    latest = re.search(r"latest\s*\{\s*num_versions:\s*(\d+)", text)
-    return sorted(exported)[-int(latest.group(1)) :] if latest else sorted(exported)
-
-
 def ensure_model_served(config: RefreshConfig) -> dict[str, Any]:
     """The model version this run scores with, checked to be servable.
 
@@ -268,24 +259,16 @@ def ensure_model_served(config: RefreshConfig) -> dict[str, Any]:
             served = client.preflight()
         version, config_json = served.version, served.config_json
     else:
-        from onepiece.serving.export import check_exported
+        from onepiece.serving.export import check_exported, check_served
 
         model_dir = Path(serving.model_repo) / serving.model_name
         exported = check_exported(serving.model_repo, serving.model_name)
-        version = wanted or max(exported)
-        if version not in exported:
-            raise UserError(
-                f"model {serving.model_name} version {version} (pinned in "
-                f"{'the model_version Param' if config.model_version else 'serving/model_pin.json'}) "
-                f"is not exported in {serving.model_repo} (exported: {exported})"
-            )
-        loaded = _loaded_versions(model_dir, exported)
-        if version not in loaded:
-            raise UserError(
-                f"model {serving.model_name} version {version} is exported but Triton's version "
-                f"policy in {model_dir / 'config.pbtxt'} loads only {loaded}: re-export with "
-                "--latest-versions 0 or pin a newer version"
-            )
+        version = wanted or max(exported)  # the newest version always has the served layout
+        try:
+            check_served(serving.model_repo, serving.model_name, version)
+        except UserError as err:
+            source = "the model_version Param" if config.model_version else "serving/model_pin.json"
+            raise UserError(f"{err} (version {version} from {source})" if wanted else str(err)) from None
         config_json = (model_dir / str(version) / "config.json").read_text()
     feature_service = json.loads(config_json).get("feature_service") or "onepiece_ranker_v1"
     return {

@@ -19,7 +19,12 @@ the layout the checkpoint's config needs (``layout_of``): one sequence per batch
 for a model whose context sees the candidates, bundles of whole requests (each context
 once, its groups, a ``group_context`` index; ragged inputs) for one that shares it, one
 context per batch element and its user vectors out for a retrieval model. One
-``config.pbtxt`` holds one layout, so the versions it keeps loaded must agree on it.
+``config.pbtxt`` holds one layout, so the versions it keeps loaded must agree on it: the
+layout served is the newest version's, and Triton loads the newest ``latest_versions``
+versions of that layout (``served_versions``). A version whose layout differs from the
+versions loaded today is exported only with ``layout_change="replace"``; the versions of
+the old layout then stay on disk, unloaded. Rolling back across the change means
+exporting the old version's directory again as a new version (``onepiece pin`` says so).
 """
 
 from __future__ import annotations
@@ -80,8 +85,12 @@ class ExportConfig:
     instance_kind: Literal["auto", "cpu", "gpu"] = "auto"  # auto: GPU when torch sees one
     instance_count: int = 1
     # Keep the newest N versions loaded: the current one and its predecessor for rollback
-    # and A/B pinning; 0 means all versions in the repository.
+    # and A/B pinning; 0 means all versions in the repository (of the served layout).
     latest_versions: int = 2
+    # A new version whose tensor layout differs from the loaded versions' (a shared-context
+    # model after per-group ones): "refuse" with a clear error, or "replace": serve the new
+    # layout; the older layout's versions stay on disk but are no longer loaded.
+    layout_change: Literal["refuse", "replace"] = "refuse"
     # Shared-context layout: Triton requests (bundles of whole requests, each of about
     # max(preferred_batch_sizes) groups) merged into one execution. Bundles vary in size,
     # so they are not counted in groups; score() chunks the merged input itself.
@@ -101,6 +110,8 @@ class ExportConfig:
             raise UserError(f"instance_count must be at least 1, got {self.instance_count}")
         if self.max_bundles < 1:
             raise UserError(f"max_bundles must be at least 1, got {self.max_bundles}")
+        if self.layout_change not in ("refuse", "replace"):
+            raise UserError(f"layout_change must be refuse or replace, got {self.layout_change!r}")
 
     @property
     def groups_per_request(self) -> int:
@@ -166,32 +177,104 @@ def loaded_versions(versions: list[int], latest: int) -> list[int]:
     return sorted(versions)[-latest:] if latest else sorted(versions)
 
 
-def served_layout(config: ExportConfig, versions: dict[int, str]) -> str:
-    """The one layout of the versions the policy loads (``versions``: version -> config.json
-    text); per-group for a repository without exported versions. Mixed layouts are refused:
-    one config.pbtxt declares one set of inputs."""
+def version_layouts(versions: dict[int, str]) -> dict[int, str]:
+    """Each version's tensor layout (``versions``: version -> config.json text)."""
     from onepiece.model import ModelConfig
     from onepiece.model.inputs import layout_of
 
-    layouts = {
-        v: layout_of(ModelConfig.from_json(versions[v]))
-        for v in loaded_versions(list(versions), config.latest_versions)
-    }
-    if len(set(layouts.values())) > 1:
-        listed = ", ".join(f"v{v} {layout}" for v, layout in sorted(layouts.items()))
-        raise UserError(
-            f"model {config.model_name}: the versions its policy keeps loaded need different "
-            f"tensor layouts ({listed}) and one config.pbtxt declares one: export the new "
-            "layout into another model repository, or with --latest-versions 1"
-        )
-    return next(iter(layouts.values()), default_layout(config.model_name))
+    return {v: layout_of(ModelConfig.from_json(text)) for v, text in versions.items()}
+
+
+def served_versions(layouts: dict[int, str], latest: int) -> list[int]:
+    """The versions Triton loads: the newest ``latest`` (0: all) of those that share the
+    newest version's layout. Equal to the plain ``latest`` policy unless a layout change
+    left versions of the older layout in the repository."""
+    if not layouts:
+        return []
+    layout = layouts[max(layouts)]
+    return loaded_versions([v for v, lay in layouts.items() if lay == layout], latest)
+
+
+def served_layout(config: ExportConfig, versions: dict[int, str]) -> str:
+    """The layout config.pbtxt declares: the newest version's (``versions``: version ->
+    config.json text); the product's for a repository without exported versions."""
+    layouts = version_layouts(versions)
+    return layouts[max(layouts)] if layouts else default_layout(config.model_name)
+
+
+def check_layout_change(config: ExportConfig, versions: dict[int, str], new_version: int, new_config: str) -> None:
+    """Refuse (unless ``config.layout_change`` is "replace") a new version that would put
+    two tensor layouts among the versions the ``latest`` policy loads."""
+    layouts = version_layouts(versions | {new_version: new_config})
+    loaded = {v: layouts[v] for v in loaded_versions(list(layouts), config.latest_versions)}
+    if len(set(loaded.values())) < 2 or config.layout_change == "replace":
+        return
+    listed = ", ".join(f"v{v} {layout}" for v, layout in sorted(loaded.items()))
+    raise UserError(
+        f"model {config.model_name}: the versions its policy keeps loaded would need different "
+        f"tensor layouts ({listed}) and one config.pbtxt declares one. To serve the new "
+        "layout, export with --layout-change replace (the model_publish DAG: Param "
+        "layout_change=replace): the older layout's versions stay on disk but are no longer "
+        "loaded, and rolling back to one means exporting it again as a new version"
+    )
 
 
 def default_layout(model_name: str) -> str:
-    """The layout of a model's repository before any version is exported."""
-    from onepiece.model.inputs import PER_GROUP, USER_TOWER
+    """The layout of a model's repository before any version is exported: the user tower's,
+    or the product variant's (the committed config.pbtxt)."""
+    from onepiece.model import variant_config
+    from onepiece.model.inputs import USER_TOWER, layout_of
+    from onepiece.pipeline.config import PRODUCT_VARIANT
 
-    return USER_TOWER if model_name == USER_TOWER_MODEL else PER_GROUP
+    return USER_TOWER if model_name == USER_TOWER_MODEL else layout_of(variant_config(PRODUCT_VARIANT))
+
+
+def policy_versions(model_dir: Path, exported: list[int]) -> list[int]:
+    """The exported versions Triton loads under the version policy of the model's
+    config.pbtxt (``latest``, ``specific`` or ``all``; no file: all)."""
+    import re
+
+    path = model_dir / "config.pbtxt"
+    text = path.read_text() if path.is_file() else ""
+    latest = re.search(r"latest\s*\{\s*num_versions:\s*(\d+)", text)
+    specific = re.search(r"specific\s*\{\s*versions:\s*\[([\d,\s]*)\]", text)
+    if latest:
+        return loaded_versions(exported, int(latest.group(1)))
+    if specific:
+        return sorted(set(exported) & {int(v) for v in specific.group(1).replace(",", " ").split()})
+    return sorted(exported)
+
+
+def check_served(model_repo: str | Path, model_name: str, version: int) -> None:
+    """A clear error unless ``version`` is exported and its model's config.pbtxt loads it;
+    across a layout change the error names the way back (export it again)."""
+    model_dir = Path(model_repo) / model_name
+    exported = check_exported(model_repo, model_name)
+    if version not in exported:
+        raise UserError(f"model {model_name} version {version} is not exported in {model_repo} (exported: {exported})")
+    loaded = policy_versions(model_dir, exported)
+    if version in loaded:
+        return
+    layouts = version_layouts({v: (model_dir / str(v) / CONFIG_FILE).read_text() for v in exported})
+    newest = max(exported)
+    if layouts[version] != layouts[newest]:
+        since = newest  # the first version of the unbroken run of the served layout
+        for v in sorted(exported, reverse=True):
+            if layouts[v] != layouts[newest]:
+                break
+            since = v
+        raise UserError(
+            f"model {model_name} version {version} needs the {layouts[version]} tensor layout, but "
+            f"{model_dir / 'config.pbtxt'} serves {layouts[newest]} since version {since}: to roll "
+            f"back across the layout change, export it again as a new version (`onepiece export "
+            f"--checkpoint {model_dir / str(version)} --model-repo {model_repo} --layout-change replace`) "
+            "and pin that one"
+        )
+    raise UserError(
+        f"model {model_name} version {version} is exported but Triton's version policy in "
+        f"{model_dir / 'config.pbtxt'} loads only {loaded}: re-export with --latest-versions 0 "
+        "or pin a newer version"
+    )
 
 
 def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: str | None = None) -> str:
@@ -201,6 +284,9 @@ def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: 
 
     layout = layout or served_layout(config, versions)
     shared = layout == SHARED_CONTEXT
+    layouts = version_layouts(versions)
+    served = served_versions(layouts, config.latest_versions)
+    unloaded = sorted(set(loaded_versions(list(layouts), config.latest_versions)) - set(served))
     ragged = " allow_ragged_batch: true" if shared else ""
 
     def tensor(name: str, dtype: str, dims: tuple[int, ...], extra: str = "") -> str:
@@ -212,11 +298,13 @@ def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: 
     outputs = ",\n".join(
         tensor(n, s.triton_dtype, s.shape) for n, s in served_outputs(layout).items()
     )
-    policy = (
-        f"{{ latest {{ num_versions: {config.latest_versions} }} }}"
-        if config.latest_versions
-        else "{ all { } }"
-    )
+    if unloaded:
+        # a layout change: only the served layout's versions load; the others stay on disk
+        policy = f"{{ specific {{ versions: [ {', '.join(map(str, served))} ] }} }}"
+    elif config.latest_versions:
+        policy = f"{{ latest {{ num_versions: {config.latest_versions} }} }}"
+    else:
+        policy = "{ all { } }"
     params = [f'parameters {{ key: "cpu_threads" value {{ string_value: "{config.cpu_threads}" }} }}']
     if shared:
         params.append(
@@ -259,6 +347,9 @@ def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: 
             f"  preferred_batch_size: [ {', '.join(map(str, config.preferred_batch_sizes))} ]",
             f"  max_queue_delay_microseconds: {config.max_queue_delay_us}",
         ]
+    if unloaded:
+        older = ", ".join(f"v{v} ({lay})" for v, lay in sorted(layouts.items()) if lay != layouts[max(layouts)])
+        header.append(f"# Layout changed: {older} stay on disk, not loaded (exported with --layout-change replace).")
     lines = [
         *header,
         f'name: "{config.model_name}"',
@@ -344,7 +435,7 @@ def export_checkpoint(
         raise UserError(f"model version must be a positive integer, got {version}")
     # Refuse a layout the loaded versions do not share before anything is written.
     configs = {v: (p / CONFIG_FILE).read_text() for v, p in existing.items() if (p / CONFIG_FILE).is_file()}
-    served_layout(config, configs | {version: (checkpoint / CONFIG_FILE).read_text()})
+    check_layout_change(config, configs, version, (checkpoint / CONFIG_FILE).read_text())
     with staged_dir(model_dir / str(version)) as staging:
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copyfile(checkpoint / name, staging / name)
