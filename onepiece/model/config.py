@@ -122,6 +122,11 @@ class ModelConfig:
     #: sets, took over global AUC: DLRM's click AUC went from 0.719 at 0.1 to 0.788 at
     #: 1.0 (seed 0, default world, all 3,292 test requests). At 1.0 both terms agree.
     contrastive_temperature: float = 1.0
+    #: Train the tasks after impression (click, add to cart, order) on the exposed
+    #: candidates only, where they are observed and measured (as the gbdt row does);
+    #: False: the sampled unexposed candidates are negatives of every task (the
+    #: impression head always trains on them).
+    later_tasks_on_exposed: bool = False
     #: Temperature of retrieval's in-batch (CLIP-style) term (ours; unchanged and not
     #: re-measured on the world; ml100k sets 1.0).
     retrieval_temperature: float = 0.1

@@ -46,11 +46,13 @@ def ranking_loss(
 ) -> dict[str, torch.Tensor]:
     """Per-task losses (and 'total'); logits task -> (B, C, S), labels task -> (B, C)."""
     steps = config.task_steps()
+    exposed = valid & (labels[TASKS[0]] > 0)  # TASKS[0]: impression
     out: dict[str, torch.Tensor] = {}
     for task in TASKS:
         s = logits[task][..., steps[task]]  # (B, C)
-        out[task] = bce(s, labels[task], valid) + setwise_contrastive(
-            s, labels[task], valid, config.contrastive_temperature
+        population = exposed if config.later_tasks_on_exposed and task != TASKS[0] else valid
+        out[task] = bce(s, labels[task], population) + setwise_contrastive(
+            s, labels[task], population, config.contrastive_temperature
         )
     out["total"] = torch.stack([out[t] for t in TASKS]).sum()
     return out
