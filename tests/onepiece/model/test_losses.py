@@ -51,6 +51,25 @@ def test_ranking_loss_reads_only_the_supervising_steps():
     assert not torch.equal(ranking_loss(other, labels, valid, config)["total"], base)
 
 
+
+def test_later_tasks_on_exposed_leaves_unexposed_candidates_to_the_impression_head():
+    torch.manual_seed(1)
+    logits = {t: torch.randn(2, 4, 4) for t in TASKS}
+    labels = {t: torch.zeros(2, 4) for t in TASKS}
+    labels["impression"][:, :2] = 1.0  # slots 0-1 exposed, 2-3 unexposed (negatives)
+    labels["click"][:, 0] = 1.0
+    valid = torch.ones(2, 4, dtype=torch.bool)
+    on, off = tiny_config(later_tasks_on_exposed=True), tiny_config()
+    moved = {t: l.clone() for t, l in logits.items()}
+    for task in TASKS:
+        moved[task][:, 2:, :] += 3.0  # raise the unexposed candidates at every step
+    before, after = ranking_loss(logits, labels, valid, on), ranking_loss(moved, labels, valid, on)
+    for task in ("click", "add_to_cart", "order"):
+        assert torch.allclose(after[task], before[task])  # unexposed slots are outside their population
+    assert after["impression"] > before["impression"]
+    # by default they are negatives of every task
+    assert ranking_loss(moved, labels, valid, off)["click"] > ranking_loss(logits, labels, valid, off)["click"]
+
 def test_clip_loss_is_low_for_aligned_pairs_and_symmetric():
     torch.manual_seed(1)
     users = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)
