@@ -75,7 +75,7 @@ ROWS: tuple[Row, ...] = (
     Row("onepiece_pa90", "context", 0.908, "PA of 3 x 30 items (paper: PA(90) without SD)"),
     Row("onepiece_no_sd", "context", 0.908, "paper: PA(90) without SD; ours: PA(30) without SD"),
     Row("onepiece_causal", "mask", 0.839),
-    Row("onepiece_invisible", "mask", 0.860, "bidirectional, candidates mutually invisible"),
+    Row("onepiece_invisible", "mask", 0.860, "bidirectional, candidates mutually invisible (the product default)"),
     Row("onepiece_shared", "mask", None, "ours: context blind to the candidates, encoded once per request"),
     Row("onepiece_k0", "mask", 0.881, "visible candidates, no reasoning step"),
     Row("onepiece_k1", "mask", 0.890),
