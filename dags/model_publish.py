@@ -8,7 +8,9 @@ evaluated on the same rows, and the new one is published only if its click AUC r
 the serving one's plus ``min_gain``. ``calibrate`` fits a Platt map per task head on
 refresh-style contexts of hours of the held-out day, labelled by what followed, and
 writes it into a calibrated copy of the checkpoint's config. ``export`` writes that copy
-as the next version into the model repository, ``smoke`` loads it in Triton (embedded,
+as the next version into the model repository (a model of another tensor layout than the
+loaded versions needs the ``layout_change`` Param ``replace``; ``datasets`` checks it
+before anything runs), ``smoke`` loads it in Triton (embedded,
 or ``load_model`` on the configured servers) and checks served scores against in-process
 scores, and ``pin`` switches the version the ``prerank_refresh`` DAG scores with (the
 ``onepiece_model_pin`` Asset). With the ``retrieval`` Param, ``retrieval`` also trains

@@ -17,7 +17,9 @@
   (onepiece.evaluation.outcomes.label_outcomes); writes a calibrated copy of the
   checkpoint (weights unchanged, the map in config.json) that export and smoke use;
 - ``export``: writes the next version into the model repository (a checkpoint exported
-  before, same weights and config, is found again, so a rerun does not add a version);
+  before, same weights and config, is found again, so a rerun does not add a version); a
+  model of another tensor layout than the loaded versions needs ``layout_change``
+  "replace", which ``datasets`` checks before any work;
 - ``smoke``: loads the version in Triton (the embedded server, or ``load_model`` on the
   configured servers) and scores held-out contexts, which must match in-process scores;
 - ``pin``: switches the refresh DAG's pinned version (onepiece.pipeline.pin);
