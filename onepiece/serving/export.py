@@ -195,13 +195,6 @@ def served_versions(layouts: dict[int, str], latest: int) -> list[int]:
     return loaded_versions([v for v, lay in layouts.items() if lay == layout], latest)
 
 
-def served_layout(config: ExportConfig, versions: dict[int, str]) -> str:
-    """The layout config.pbtxt declares: the newest version's (``versions``: version ->
-    config.json text); the product's for a repository without exported versions."""
-    layouts = version_layouts(versions)
-    return layouts[max(layouts)] if layouts else default_layout(config.model_name)
-
-
 def check_layout_change(config: ExportConfig, versions: dict[int, str], new_version: int, new_config: str) -> None:
     """Refuse (unless ``config.layout_change`` is "replace") a new version that would put
     two tensor layouts among the versions the ``latest`` policy loads."""
@@ -279,12 +272,13 @@ def check_served(model_repo: str | Path, model_name: str, version: int) -> None:
 
 def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: str | None = None) -> str:
     """config.pbtxt text for the model; ``versions`` maps version -> its config.json text.
-    ``layout`` (default: the versions', ``served_layout``) picks the tensor contract."""
+    ``layout`` (default: the newest version's; the product's in a repository without
+    versions) picks the tensor contract."""
     from onepiece.model.inputs import SHARED_CONTEXT, USER_TOWER, served_inputs, served_outputs
 
-    layout = layout or served_layout(config, versions)
-    shared = layout == SHARED_CONTEXT
     layouts = version_layouts(versions)
+    layout = layout or (layouts[max(layouts)] if layouts else default_layout(config.model_name))
+    shared = layout == SHARED_CONTEXT
     served = served_versions(layouts, config.latest_versions)
     unloaded = sorted(set(loaded_versions(list(layouts), config.latest_versions)) - set(served))
     ragged = " allow_ragged_batch: true" if shared else ""
