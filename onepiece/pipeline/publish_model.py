@@ -243,32 +243,33 @@ def _export_config(config: PublishConfig):
 def _check_layout_change(config: PublishConfig, model_config) -> None:
     """The export's layout check, run before training: a version of another tensor layout
     than the loaded ones needs ``layout_change="replace"``."""
-    from onepiece.serving.export import CONFIG_FILE, check_layout_change, exported_versions, model_name_for
+    from onepiece.serving.export import check_layout_change, exported_versions, model_name_for, version_configs
 
     if model_name_for(model_config) != config.serving.model_name:
         return  # export refuses a checkpoint of the other model with its own message
     existing = exported_versions(Path(config.serving.model_repo) / config.serving.model_name)
-    configs = {v: (p / CONFIG_FILE).read_text() for v, p in existing.items() if (p / CONFIG_FILE).is_file()}
-    check_layout_change(_export_config(config), configs, max(existing, default=0) + 1, model_config.to_json())
+    check_layout_change(_export_config(config), version_configs(existing), max(existing, default=0) + 1,
+                        model_config.to_json())
 
 
 def export(config: PublishConfig, checkpoint: str) -> dict[str, Any]:
     """Export the checkpoint as the next version (or find the version it already is).
     Records the served layout, and the versions a layout change left unloaded."""
     from onepiece.serving.export import (
-        CONFIG_FILE, export_checkpoint, exported_versions, model_digest, served_versions, version_layouts,
+        export_checkpoint, exported_versions, model_digest, served_versions, version_configs, version_layouts,
     )
 
     model_dir = Path(config.serving.model_repo) / config.serving.model_name
+    export_config = _export_config(config)
     wanted = model_digest(checkpoint)
     found = [v for v, path in sorted(exported_versions(model_dir).items()) if model_digest(path) == wanted]
     if found:
         version, exported = found[0], False
     else:
-        version = int(export_checkpoint(checkpoint, config.serving.model_repo, config=_export_config(config)).name)
+        version = int(export_checkpoint(checkpoint, config.serving.model_repo, config=export_config).name)
         exported = True
-    layouts = version_layouts({v: (p / CONFIG_FILE).read_text() for v, p in exported_versions(model_dir).items()})
-    loaded = served_versions(layouts, _export_config(config).latest_versions)
+    layouts = version_layouts(version_configs(exported_versions(model_dir)))
+    loaded = served_versions(layouts, export_config.latest_versions)
     return {"version": version, "exported": exported, "layout": layouts[version], "loaded_versions": loaded,
             "unloaded_by_layout_change": sorted(v for v, lay in layouts.items() if lay != layouts[max(layouts)])}
 

@@ -177,6 +177,12 @@ def loaded_versions(versions: list[int], latest: int) -> list[int]:
     return sorted(versions)[-latest:] if latest else sorted(versions)
 
 
+def version_configs(dirs: dict[int, Path]) -> dict[int, str]:
+    """Each version directory's config.json text (``dirs``: version -> directory; those
+    without one are left out)."""
+    return {v: (path / CONFIG_FILE).read_text() for v, path in dirs.items() if (path / CONFIG_FILE).is_file()}
+
+
 def version_layouts(versions: dict[int, str]) -> dict[int, str]:
     """Each version's tensor layout (``versions``: version -> config.json text)."""
     from onepiece.model import ModelConfig
@@ -248,7 +254,7 @@ def check_served(model_repo: str | Path, model_name: str, version: int) -> None:
     loaded = policy_versions(model_dir, exported)
     if version in loaded:
         return
-    layouts = version_layouts({v: (model_dir / str(v) / CONFIG_FILE).read_text() for v in exported})
+    layouts = version_layouts(version_configs({v: model_dir / str(v) for v in exported}))
     newest = max(exported)
     if layouts[version] != layouts[newest]:
         since = newest  # the first version of the unbroken run of the served layout
@@ -364,11 +370,7 @@ def render_config_pbtxt(config: ExportConfig, versions: dict[int, str], layout: 
 
 def write_config_pbtxt(model_dir: Path, config: ExportConfig) -> Path:
     """(Re)generate config.pbtxt from the tensor contract and the exported versions."""
-    versions = {
-        v: (path / CONFIG_FILE).read_text()
-        for v, path in version_dirs(model_dir).items()
-        if (path / CONFIG_FILE).is_file()
-    }
+    versions = version_configs(version_dirs(model_dir))
     target = model_dir / "config.pbtxt"
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     tmp.write_text(render_config_pbtxt(config, versions))
@@ -428,8 +430,7 @@ def export_checkpoint(
     if version < 1:
         raise UserError(f"model version must be a positive integer, got {version}")
     # Refuse a layout the loaded versions do not share before anything is written.
-    configs = {v: (p / CONFIG_FILE).read_text() for v, p in existing.items() if (p / CONFIG_FILE).is_file()}
-    check_layout_change(config, configs, version, (checkpoint / CONFIG_FILE).read_text())
+    check_layout_change(config, version_configs(existing), version, (checkpoint / CONFIG_FILE).read_text())
     with staged_dir(model_dir / str(version)) as staging:
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             shutil.copyfile(checkpoint / name, staging / name)
